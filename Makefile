@@ -1,0 +1,61 @@
+# campaign-manager: `make run` and `make test` are all a newcomer needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements/dev.lock pyproject.toml | cksum | cut -d' ' -f1)
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-unit test-integration test-e2e demo bench lint schemas lock clean
+
+help:
+	@echo "make run     install if needed, migrate, start worker + HTTP API on embedded servers"
+	@echo "make test    install if needed, run every test on real servers (embedded unless TEST_* are set)"
+	@echo "make demo    publish the AAPL example to a running 'make run' and print the events"
+	@echo "make bench   throughput and latency benchmark on embedded servers"
+	@echo "make install | lint | schemas | lock | clean"
+
+$(STAMP): requirements/dev.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/campaign-manager run
+
+test: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-unit: install
+	$(BIN)/python -m pytest -q tests/unit
+
+test-integration: install
+	$(BIN)/python -m pytest -q tests/integration
+
+test-e2e: install
+	$(BIN)/python -m pytest -q tests/e2e
+
+demo: install
+	$(BIN)/campaign-manager demo
+
+bench: install
+	$(BIN)/python -m campaign_manager.bench
+
+lint: install
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+schemas: install
+	$(BIN)/campaign-manager schemas --directory schemas
+
+# Re-pin every dependency (needs uv: `pip install uv`).
+lock:
+	uv pip compile pyproject.toml --python-version 3.11 --generate-hashes -o requirements/prod.lock --custom-compile-command "make lock"
+	uv pip compile pyproject.toml --extra embedded --extra test --python-version 3.11 --generate-hashes -o requirements/dev.lock --custom-compile-command "make lock"
+
+clean:
+	rm -rf $(VENV) .data .pytest_cache build *.egg-info src/*.egg-info

@@ -1,0 +1,167 @@
+"""The one place that builds the service from settings: servers, database, broker, subscriber, relay, HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+import uvicorn
+from fastapi import FastAPI
+from faststream.kafka import KafkaBroker
+
+from campaign_manager.http.app import create_app
+from campaign_manager.messaging.relay import OutboxRelay
+from campaign_manager.messaging.signal_consumer import register_signal_subscriber
+from campaign_manager.messaging.topics import ensure_topics
+from campaign_manager.persistence.migrate import upgrade_to_head
+from campaign_manager.persistence.store import Database
+from campaign_manager.service.processor import SignalProcessor
+from campaign_manager.service.signals import SignalPolicy
+from campaign_manager.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+RELAY_FLUSH_TIMEOUT_S = 10.0  # on shutdown, publish what is committed; after this the next leader does it
+
+
+@dataclass(frozen=True)
+class Servers:
+    database_url: str
+    kafka_bootstrap_servers: str
+
+
+@contextlib.contextmanager
+def servers_for(settings: Settings) -> Any:
+    """The configured servers, or embedded ones started (and stopped afterwards) for those left unset."""
+    with contextlib.ExitStack() as stack:
+        database_url = settings.database_url
+        if database_url is None:
+            from campaign_manager.embedded import start_embedded_postgres
+
+            embedded_pg = start_embedded_postgres(settings.data_dir / "postgres")
+            stack.callback(embedded_pg.stop)
+            database_url = embedded_pg.url
+            log.info("embedded_postgres_started", data_dir=str(settings.data_dir / "postgres"))
+        bootstrap = settings.kafka_bootstrap_servers
+        if bootstrap is None:
+            from campaign_manager.embedded import start_embedded_kafka
+
+            embedded_kafka = start_embedded_kafka(settings.embedded_kafka_port)
+            stack.callback(embedded_kafka.stop)
+            bootstrap = embedded_kafka.bootstrap_servers
+        yield Servers(database_url, bootstrap)
+
+
+def build_broker(settings: Settings, bootstrap_servers: str) -> KafkaBroker:
+    return KafkaBroker(
+        bootstrap_servers,
+        client_id=settings.kafka_client_id,
+        acks="all",
+        enable_idempotence=settings.kafka_enable_idempotence,
+        linger_ms=1,  # a millisecond of batching; latency budget is 25 ms end to end
+        max_batch_size=256 * 1024,
+        graceful_timeout=15.0,
+    )
+
+
+@dataclass
+class Worker:
+    settings: Settings
+    database: Database
+    broker: KafkaBroker
+    relay: OutboxRelay
+    processor: SignalProcessor
+    http_app: FastAPI
+
+    @classmethod
+    def build(cls, settings: Settings, servers: Servers) -> Worker:
+        database = Database.connect(servers.database_url, settings.db_pool_size, settings.db_max_overflow)
+        broker = build_broker(settings, servers.kafka_bootstrap_servers)
+
+        async def send(topic: str, key: bytes | None, payload: bytes, headers: Mapping[str, str]) -> Any:
+            return await broker.publish(payload, topic, key=key, headers=dict(headers), no_confirm=True)
+
+        relay = OutboxRelay(
+            database,
+            send,
+            batch_size=settings.relay_batch_size,
+            poll_interval_s=settings.relay_poll_interval_ms / 1000,
+        )
+        policy = SignalPolicy(
+            consumer_group=settings.kafka_group_id,
+            events_topic=settings.events_topic,
+            dlq_topic=settings.signals_dlq_topic,
+            default_portfolio_value=settings.portfolio_value,
+        )
+        processor = SignalProcessor(database, policy, on_committed=lambda result: relay.wake())
+        subscriber = register_signal_subscriber(broker, settings, database, processor)
+
+        def consumer_check() -> str | None:
+            consumer = subscriber.consumer
+            if consumer is None:
+                return "not started"
+            return None if consumer.assignment() else "no partitions assigned"
+
+        http_app = create_app(database, readiness_checks={"consumer": consumer_check})
+        return cls(settings, database, broker, relay, processor, http_app)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Worker]:
+        """Consumer and relay running; on exit, stop fetching, finish the batch in flight, flush the outbox."""
+        await self.broker.start()
+        relay_task = asyncio.create_task(self.relay.run(), name="outbox-relay")
+        try:
+            yield self
+        finally:
+            await self.broker.stop()
+            self.relay.stop()
+            try:
+                await asyncio.wait_for(relay_task, RELAY_FLUSH_TIMEOUT_S)
+            except (TimeoutError, asyncio.CancelledError):
+                log.warning("outbox_relay_flush_timed_out")
+            await self.database.dispose()
+
+
+async def prepare(settings: Settings, servers: Servers) -> None:
+    """Schema and topics, before anything consumes."""
+    await upgrade_to_head(servers.database_url)
+    if settings.create_topics:
+        await ensure_topics(
+            servers.kafka_bootstrap_servers,
+            {
+                settings.signals_topic: settings.topic_partitions,
+                settings.events_topic: settings.topic_partitions,
+                settings.signals_dlq_topic: settings.topic_partitions,
+            },
+            settings.topic_replication_factor,
+        )
+
+
+async def serve(settings: Settings, servers: Servers) -> None:
+    await prepare(settings, servers)
+    worker = Worker.build(settings, servers)
+    async with worker.running():
+        server = uvicorn.Server(
+            uvicorn.Config(
+                worker.http_app,
+                host=settings.http_host,
+                port=settings.http_port,
+                log_config=None,
+                lifespan="off",
+            )
+        )
+        log.info(
+            "campaign_manager_started",
+            http=f"http://{settings.http_host}:{settings.http_port}",
+            kafka=servers.kafka_bootstrap_servers,
+            signals_topic=settings.signals_topic,
+            events_topic=settings.events_topic,
+            group_id=settings.kafka_group_id,
+        )
+        await server.serve()  # returns on SIGINT / SIGTERM
+        log.info("campaign_manager_stopping")
+    log.info("campaign_manager_stopped")

@@ -1,0 +1,230 @@
+"""Wire contracts: what arrives on `trade-signals`, what leaves on `campaign-events`, what the API returns.
+
+The JSON Schemas in `schemas/` are generated from these models (`campaign-manager schemas`); a test fails when
+the two drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from campaign_manager.domain.campaign import (
+    Campaign,
+    CampaignPosition,
+    CampaignStatus,
+    EntrySignal,
+    PatternType,
+    PositionStatus,
+    TradingRange,
+    WyckoffPhase,
+)
+
+SCHEMA_VERSION = 1
+RISK_TOLERANCE = Decimal("0.01")  # risk_amount may differ from (entry - stop) x size by 1%
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+Price = Annotated[Decimal, Field(gt=0, max_digits=18, decimal_places=8, allow_inf_nan=False)]
+Shares = Annotated[Decimal, Field(gt=0, max_digits=18, decimal_places=8, allow_inf_nan=False)]
+Money = Annotated[Decimal, Field(gt=0, max_digits=12, decimal_places=2, allow_inf_nan=False)]
+Symbol = Annotated[str, Field(min_length=1, max_length=20, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")]
+Timeframe = Annotated[str, Field(min_length=1, max_length=5, pattern=r"^[0-9]{0,3}[a-zA-Z]{1,2}$")]
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def loads_exact(raw: bytes | str) -> Any:
+    """JSON with every number kept exact: numbers become Decimal, never float; NaN/Infinity are refused."""
+    return json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+
+
+class TradingRangeMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: UUID
+    symbol: Symbol
+    timeframe: Timeframe
+    start_time: UtcDatetime
+    creek: Price
+    ice: Price
+    jump: Price
+    phase: WyckoffPhase
+
+
+class TradeSignalMessage(BaseModel):
+    """Value of a `trade-signals` record; the record's key is the trading range id."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: UUID
+    symbol: Symbol
+    timeframe: Timeframe
+    pattern_type: PatternType
+    phase: WyckoffPhase
+    generated_at: UtcDatetime = Field(description="Must carry a timezone.")
+    entry_price: Price
+    stop_loss: Price = Field(description="Below entry_price.")
+    target_price: Price = Field(description="Above entry_price.")
+    position_size: Shares
+    risk_amount: Money = Field(description="(entry_price - stop_loss) x position_size, within 1%.")
+    portfolio_value: Money | None = Field(
+        default=None, description="Omitted: the service's PORTFOLIO_VALUE; neither: the signal is rejected."
+    )
+    portfolio_id: str = Field(default="default", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
+    confidence_score: Annotated[Decimal, Field(ge=0, le=100, allow_inf_nan=False)] | None = None
+    correlation_id: str | None = Field(default=None, max_length=128)
+    trading_range: TradingRangeMessage
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> TradeSignalMessage:
+        if not self.stop_loss < self.entry_price:
+            raise ValueError("stop_loss must be below entry_price")
+        if not self.target_price > self.entry_price:
+            raise ValueError("target_price must be above entry_price")
+        expected_risk = (self.entry_price - self.stop_loss) * self.position_size
+        if abs(self.risk_amount - expected_risk) > expected_risk * RISK_TOLERANCE:
+            raise ValueError(
+                f"risk_amount {self.risk_amount} differs from (entry_price - stop_loss) x position_size "
+                f"= {expected_risk.normalize()} by more than 1%"
+            )
+        if self.trading_range.symbol != self.symbol:
+            raise ValueError(f"trading_range.symbol {self.trading_range.symbol} differs from symbol {self.symbol}")
+        if self.trading_range.timeframe != self.timeframe:
+            raise ValueError(
+                f"trading_range.timeframe {self.trading_range.timeframe} differs from timeframe {self.timeframe}"
+            )
+        return self
+
+    def to_entry_signal(self, default_portfolio_value: Decimal | None) -> EntrySignal:
+        r = self.trading_range
+        return EntrySignal(
+            id=self.id,
+            portfolio_id=self.portfolio_id,
+            symbol=self.symbol,
+            timeframe=self.timeframe,
+            pattern_type=self.pattern_type,
+            phase=self.phase,
+            generated_at=self.generated_at,
+            entry_price=self.entry_price,
+            stop_loss=self.stop_loss,
+            target_price=self.target_price,
+            shares=self.position_size,
+            risk_amount=self.risk_amount,
+            portfolio_value=self.portfolio_value if self.portfolio_value is not None else default_portfolio_value,
+            trading_range=TradingRange(
+                id=r.id,
+                symbol=r.symbol,
+                timeframe=r.timeframe,
+                start_time=r.start_time,
+                creek=r.creek,
+                ice=r.ice,
+                jump=r.jump,
+                phase=r.phase,
+            ),
+        )
+
+
+# --- what the service publishes and serves -------------------------------------------------------------------
+
+
+class PositionView(BaseModel):
+    position_id: UUID
+    signal_id: UUID
+    pattern_type: PatternType
+    entry_date: datetime
+    entry_price: Decimal
+    shares: Decimal
+    stop_loss: Decimal
+    target_price: Decimal
+    current_price: Decimal
+    current_pnl: Decimal
+    status: PositionStatus
+    allocation_percent: Decimal
+    risk_amount: Decimal
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, p: CampaignPosition) -> PositionView:
+        return cls.model_construct(**{name: getattr(p, name) for name in cls.model_fields})
+
+
+class TradingRangeView(BaseModel):
+    id: UUID
+    symbol: str
+    timeframe: str
+    start_time: datetime
+    creek: Decimal
+    ice: Decimal
+    jump: Decimal
+    phase: WyckoffPhase
+
+
+class CampaignSnapshot(BaseModel):
+    """A campaign as the API returns it and as every campaign event carries it."""
+
+    id: UUID
+    campaign_id: str = Field(description="Human id: {symbol}-{range start date}, with -2, -3, ... when taken.")
+    portfolio_id: str
+    symbol: str
+    timeframe: str
+    trading_range_id: UUID
+    trading_range: TradingRangeView | None = None
+    status: CampaignStatus
+    phase: WyckoffPhase
+    positions: list[PositionView]
+    total_risk: Decimal
+    total_allocation: Decimal
+    current_risk: Decimal
+    weighted_avg_entry: Decimal | None
+    total_shares: Decimal
+    total_pnl: Decimal
+    start_date: datetime
+    completed_at: datetime | None
+    invalidation_reason: str | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, c: Campaign, trading_range: TradingRange | None = None) -> CampaignSnapshot:
+        # model_construct: the campaign's values are already valid; validating them again costs throughput.
+        values = {name: getattr(c, name) for name in cls.model_fields if name not in ("positions", "trading_range")}
+        return cls.model_construct(
+            **values,
+            positions=[PositionView.of(p) for p in c.positions],
+            trading_range=TradingRangeView.model_construct(**vars(trading_range)) if trading_range else None,
+        )
+
+
+EventType = Literal["CampaignCreated", "PositionAdded", "CampaignStatusChanged", "SignalRejected"]
+
+
+class CampaignEventMessage(BaseModel):
+    """Value of a `campaign-events` record; the record's key is the campaign UUID (the trading range id for a
+    rejection that has no campaign). Decimals are strings."""
+
+    event_id: UUID
+    event_type: EventType
+    schema_version: int = SCHEMA_VERSION
+    occurred_at: datetime
+    campaign_version: int | None = Field(description="The campaign's version after this event; null without one.")
+    causation_id: UUID = Field(description="The id of the signal that caused the event.")
+    correlation_id: str | None
+    campaign: CampaignSnapshot | None
+    details: dict[str, Any] = Field(
+        description="CampaignCreated/PositionAdded: the position; CampaignStatusChanged: from_status, to_status, "
+        "reason; SignalRejected: reason, signal_id, pattern_type, portfolio_id, trading_range_id."
+    )

@@ -1,0 +1,145 @@
+"""The outbox relay: publishes committed outbox messages in id order and stamps them published.
+
+Exactly one worker relays at a time: the holder of a PostgreSQL advisory lock. That keeps events of one campaign
+in commit order (two transactions that touch one campaign are serialised by its row lock, so the later one's
+outbox ids are larger). The others wait to take over if the holder's connection drops.
+
+Delivery is at-least-once: a crash between the broker's acknowledgement and the stamp republishes a few messages,
+which consumers drop by `event_id`. If the broker is down, messages wait in the table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import structlog
+from sqlalchemy import select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from campaign_manager.persistence.store import Database
+from campaign_manager.persistence.tables import outbox
+from campaign_manager.service.retry import backoff_seconds
+
+log = structlog.get_logger(__name__)
+
+RELAY_LOCK_SQL = "hashtext('campaign-manager-outbox-relay')"
+NOTIFY_CHANNEL = "campaign_outbox"
+
+# Sends one message without waiting for the broker; the returned future resolves on the broker's acknowledgement.
+Send = Callable[[str, bytes | None, bytes, Mapping[str, str]], Awaitable["asyncio.Future[Any]"]]
+
+
+class OutboxRelay:
+    def __init__(self, database: Database, send: Send, *, batch_size: int, poll_interval_s: float) -> None:
+        self.database = database
+        self.send = send
+        self.batch_size = batch_size
+        self.poll_interval_s = poll_interval_s
+        self.is_leader = False
+        self.published_total = 0
+        self._wakeup = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def wake(self) -> None:
+        """Something was just committed to the outbox: look now rather than at the next poll."""
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        attempt = 0
+        while not self._stopping.is_set():
+            try:
+                async with self.database.engine.connect() as connection:
+                    if await self._lead(connection):
+                        attempt = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - database or broker outage: wait, then try again
+                attempt += 1
+                log.warning("outbox_relay_interrupted", attempt=attempt, error=str(error)[:300])
+                await self._sleep(backoff_seconds(attempt))
+            finally:
+                self.is_leader = False
+
+    def stop(self) -> None:
+        """Publish what is already committed, then leave `run` (the caller bounds how long it waits)."""
+        self._stopping.set()
+        self._wakeup.set()
+
+    async def _lead(self, connection: AsyncConnection) -> bool:
+        acquired = (await connection.execute(text(f"SELECT pg_try_advisory_lock({RELAY_LOCK_SQL})"))).scalar()
+        await connection.commit()
+        if not acquired:
+            await self._sleep(1.0)  # another worker relays; check again for a takeover
+            return False
+        self.is_leader = True
+        log.info("outbox_relay_leading")
+        raw = (await connection.get_raw_connection()).driver_connection
+
+        def on_notify(*_: object) -> None:
+            self._wakeup.set()
+
+        await raw.add_listener(NOTIFY_CHANNEL, on_notify)
+        try:
+            while not self._stopping.is_set():
+                self._wakeup.clear()
+                while await self._publish_batch(connection) == self.batch_size:
+                    pass
+                if self._stopping.is_set():
+                    break
+                await self._sleep(self.poll_interval_s)
+            # Flush what committed before the stop was asked for.
+            while await self._publish_batch(connection) == self.batch_size:
+                pass
+        finally:
+            with contextlib.suppress(Exception):
+                await raw.remove_listener(NOTIFY_CHANNEL, on_notify)
+            with contextlib.suppress(Exception):
+                await connection.execute(text(f"SELECT pg_advisory_unlock({RELAY_LOCK_SQL})"))
+                await connection.commit()
+        return True
+
+    async def _publish_batch(self, connection: AsyncConnection) -> int:
+        rows = (
+            await connection.execute(
+                select(
+                    outbox.c.id,
+                    outbox.c.topic,
+                    outbox.c.message_key,
+                    outbox.c.payload,
+                    outbox.c.header_names,
+                    outbox.c.header_values,
+                )
+                .where(outbox.c.published_at.is_(None))
+                .order_by(outbox.c.id)
+                .limit(self.batch_size)
+            )
+        ).all()
+        await connection.commit()
+        if not rows:
+            return 0
+        # Hand every message to the producer first, then wait for all acknowledgements: one round of waiting
+        # per batch, not per message.
+        pending = [
+            await self.send(row.topic, row.message_key, row.payload, dict(zip(row.header_names, row.header_values)))
+            for row in rows
+        ]
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        delivered = [row.id for row, result in zip(rows, results) if not isinstance(result, BaseException)]
+        if delivered:
+            await connection.execute(
+                update(outbox).where(outbox.c.id.in_(delivered)).values(published_at=text("now()"))
+            )
+            await connection.commit()
+            self.published_total += len(delivered)
+        failed = len(rows) - len(delivered)
+        if failed:
+            first_error = next(r for r in results if isinstance(r, BaseException))
+            raise RuntimeError(f"{failed} of {len(rows)} outbox messages not acknowledged: {first_error!r}")
+        return len(rows)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), timeout=seconds)

@@ -1,0 +1,143 @@
+"""The `trade-signals` subscriber: a FastStream batch subscriber that hands each batch to the signal processor.
+
+Acknowledgement is ours, not FastStream's (`AckPolicy.MANUAL`). With 0.7.8 the other policies commit a batch whose
+handler raised, and `ack()` commits the position of every assigned partition. Instead:
+- the offsets a batch advances are stored in PostgreSQL in the batch's own transaction (the truth);
+- on assignment the consumer seeks to those stored offsets, so a Kafka commit that ran ahead can never skip a
+  record, and one that lags only causes re-reads that the stored offsets filter out;
+- after the transaction commits, the same offsets are committed to Kafka explicitly, per partition, so that lag
+  metrics and autoscalers see progress.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from faststream import AckPolicy, Context
+from faststream.kafka import KafkaBroker
+from faststream.kafka.message import KafkaMessage
+from faststream.kafka.subscriber.usecase import LogicSubscriber
+from sqlalchemy import select
+
+from campaign_manager.messaging.parsing import parse_signal_record
+from campaign_manager.persistence.store import Database
+from campaign_manager.persistence.tables import consumer_offsets
+from campaign_manager.service.processor import SignalProcessor
+from campaign_manager.service.records import ConsumedRecord
+from campaign_manager.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+def consumed_record(raw: ConsumerRecord) -> ConsumedRecord:
+    return ConsumedRecord(
+        topic=raw.topic,
+        partition=raw.partition,
+        offset=raw.offset,
+        key=raw.key,
+        value=raw.value,
+        headers=tuple(raw.headers or ()),
+    )
+
+
+class SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
+    """On assignment, resume each partition from the offset PostgreSQL says is next."""
+
+    def __init__(self, database: Database, group: str, subscriber: Callable[[], LogicSubscriber]) -> None:
+        self.database = database
+        self.group = group
+        self.subscriber = subscriber
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        log.info("partitions_revoked", partitions=sorted(f"{tp.topic}-{tp.partition}" for tp in revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        consumer = self.subscriber().consumer
+        if not assigned or consumer is None:
+            return
+        try:
+            async with self.database.engine.connect() as connection:
+                rows = await connection.execute(
+                    select(consumer_offsets.c.topic, consumer_offsets.c.partition, consumer_offsets.c.next_offset)
+                    .where(consumer_offsets.c.consumer_group == self.group)
+                )
+                stored = {TopicPartition(r.topic, r.partition): r.next_offset for r in rows}
+        except Exception as error:  # noqa: BLE001 - the stored-offset filter still guards every batch
+            log.warning("stored_offsets_unavailable_on_assignment", error=str(error)[:300])
+            return
+        for tp in assigned:
+            if tp in stored:
+                consumer.seek(tp, stored[tp])
+        log.info(
+            "partitions_assigned",
+            partitions=sorted(f"{tp.topic}-{tp.partition}@{stored.get(tp, 'kafka')}" for tp in assigned),
+        )
+
+
+async def _raw_batch_parser(records: tuple[ConsumerRecord, ...], original: Any) -> KafkaMessage:
+    # FastStream's own batch parser decodes headers as UTF-8 and raises on anything else, before any handler
+    # runs: a poison message would stop the partition. Ours keeps the bytes and leaves judgement to parsing.py.
+    return KafkaMessage(records, body=records, consumer=None)  # type: ignore[arg-type]
+
+
+async def _raw_body(message: KafkaMessage, original: Any) -> Any:
+    return message.body
+
+
+def register_signal_subscriber(
+    broker: KafkaBroker,
+    settings: Settings,
+    database: Database,
+    processor: SignalProcessor,
+    *,
+    after_commit: Callable[[], Awaitable[None]] | None = None,
+) -> LogicSubscriber:
+    subscriber_ref: list[LogicSubscriber] = []
+    subscriber = broker.subscriber(
+        settings.signals_topic,
+        group_id=settings.kafka_group_id,
+        batch=True,
+        max_records=settings.batch_max_records,
+        batch_timeout_ms=200,
+        ack_policy=AckPolicy.MANUAL,
+        auto_offset_reset="earliest",
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        rebalance_timeout_ms=settings.kafka_rebalance_timeout_ms,
+        max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
+        listener=SeekToStoredOffsets(database, settings.kafka_group_id, lambda: subscriber_ref[0]),
+        parser=_raw_batch_parser,
+        decoder=_raw_body,
+        title="on_trade_signals",
+        description="Trade signals keyed by trading range id; each opens or joins a campaign.",
+    )
+    subscriber_ref.append(subscriber)
+
+    @subscriber
+    async def on_trade_signals(body: Any, message: KafkaMessage = Context("message")) -> None:
+        raw_records: tuple[ConsumerRecord, ...] = message.raw_message
+        parsed = [parse_signal_record(consumed_record(raw)) for raw in raw_records]
+        result = await processor.process(settings.signals_topic, parsed)
+        if after_commit is not None:
+            await after_commit()
+        await _commit_hint(subscriber, settings.signals_topic, result.next_offsets)
+
+    return subscriber
+
+
+async def _commit_hint(subscriber: LogicSubscriber, topic: str, next_offsets: dict[int, int]) -> None:
+    """Mirror the committed offsets into Kafka; PostgreSQL already holds them, so failure here loses nothing."""
+    consumer = subscriber.consumer
+    if consumer is None or not next_offsets:
+        return
+    assigned = consumer.assignment()
+    offsets = {TopicPartition(topic, p): o for p, o in next_offsets.items() if TopicPartition(topic, p) in assigned}
+    if not offsets:
+        return
+    try:
+        await consumer.commit(offsets)
+    except Exception as error:  # noqa: BLE001 - typically a rebalance in progress; the next batch commits again
+        log.debug("kafka_commit_hint_failed", error=str(error)[:300])

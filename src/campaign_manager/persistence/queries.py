@@ -1,0 +1,68 @@
+"""Read-side queries for the HTTP API: campaigns with their positions and trading range."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from campaign_manager.domain.campaign import Campaign, TradingRange
+from campaign_manager.persistence.store import CampaignStore, campaign_from_row, trading_range_from_row
+from campaign_manager.persistence.tables import campaigns, trading_ranges
+
+
+@dataclass(frozen=True)
+class CampaignPage:
+    campaigns: list[tuple[Campaign, TradingRange | None]]
+    total_count: int
+
+
+async def _with_details(connection: AsyncConnection, rows: list) -> list[tuple[Campaign, TradingRange | None]]:
+    positions = await CampaignStore(connection).positions_of([row["id"] for row in rows])
+    range_ids = list({row["trading_range_id"] for row in rows})
+    ranges = {}
+    if range_ids:
+        result = await connection.execute(select(trading_ranges).where(trading_ranges.c.id.in_(range_ids)))
+        ranges = {r["id"]: trading_range_from_row(r) for r in result.mappings()}
+    return [
+        (campaign_from_row(row, positions.get(row["id"], [])), ranges.get(row["trading_range_id"])) for row in rows
+    ]
+
+
+async def list_campaigns(
+    connection: AsyncConnection, *, symbol: str | None, status: str | None, limit: int, offset: int
+) -> CampaignPage:
+    conditions = []
+    if symbol is not None:
+        conditions.append(campaigns.c.symbol == symbol)
+    if status is not None:
+        conditions.append(campaigns.c.status == status)
+    total = (await connection.execute(select(func.count()).select_from(campaigns).where(*conditions))).scalar_one()
+    rows = (
+        (
+            await connection.execute(
+                select(campaigns)
+                .where(*conditions)
+                .order_by(campaigns.c.start_date.desc(), campaigns.c.id)
+                .limit(limit)
+                .offset(offset)
+            )
+        )
+        .mappings()
+        .all()
+    )
+    return CampaignPage(await _with_details(connection, list(rows)), total)
+
+
+async def get_campaign(connection: AsyncConnection, id_or_human_id: str) -> tuple[Campaign, TradingRange | None] | None:
+    """By UUID or by human id (`AAPL-2024-10-15`)."""
+    try:
+        condition = campaigns.c.id == UUID(id_or_human_id)
+    except ValueError:
+        condition = campaigns.c.campaign_id == id_or_human_id
+    rows = (await connection.execute(select(campaigns).where(condition))).mappings().all()
+    if not rows:
+        return None
+    return (await _with_details(connection, list(rows)))[0]

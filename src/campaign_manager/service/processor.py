@@ -1,0 +1,128 @@
+"""Runs `apply_signal_batch` until it commits: the retry and poison-message policy of the signal consumer.
+
+- Database unavailable: wait and retry the same batch, for as long as it takes (never dead-letter: not the data's
+  fault). The partition simply pauses.
+- Lost race (unique index, version conflict, deadlock): retry from a fresh read, a bounded number of times.
+- Anything else is a bug or data the database refuses: retry the batch a few times, then apply its records one
+  at a time; a record that still fails is dead-lettered with the error as its reason, and the partition moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from campaign_manager.persistence.store import Database
+from campaign_manager.service.retry import backoff_seconds, is_conflict, is_unavailable
+from campaign_manager.service.signals import (
+    BatchResult,
+    InvalidRecord,
+    ParsedRecord,
+    SignalPolicy,
+    apply_signal_batch,
+)
+
+log = structlog.get_logger(__name__)
+
+MAX_CONFLICT_RETRIES = 20  # races resolve on the next read; 20 is far beyond what two workers produce
+MAX_FAILED_ATTEMPTS = 3  # a deterministic failure fails the same way every time; 3 rules out flukes
+
+
+@dataclass
+class SignalProcessor:
+    database: Database
+    policy: SignalPolicy
+    on_committed: Callable[[BatchResult], None] = lambda result: None
+
+    async def process(self, topic: str, records: Sequence[ParsedRecord]) -> BatchResult:
+        """Applies the batch exactly once; returns only after it is committed."""
+        try:
+            return await self._commit_with_retries(topic, records)
+        except _GaveUp:
+            log.error("batch_failed_isolating_records", topic=topic, records=len(records))
+        results = [await self._process_alone(topic, record) for record in records]
+        merged = BatchResult()
+        for result in results:
+            merged.outcomes += result.outcomes
+            merged.dead_letters += result.dead_letters
+            merged.allocation_warnings += result.allocation_warnings
+            merged.next_offsets.update(result.next_offsets)
+            merged.events_written += result.events_written
+        return merged
+
+    async def _process_alone(self, topic: str, record: ParsedRecord) -> BatchResult:
+        try:
+            return await self._commit_with_retries(topic, [record])
+        except _GaveUp as gave_up:
+            reason = f"processing failed {MAX_FAILED_ATTEMPTS} times: {type(gave_up.error).__name__}: {gave_up.error}"
+            poison = InvalidRecord(record.record, reason[:1000], "ProcessingError")
+            return await self._commit_with_retries(topic, [poison])
+
+    async def _commit_with_retries(self, topic: str, records: Sequence[ParsedRecord]) -> BatchResult:
+        conflicts = failures = unavailable = 0
+        while True:
+            try:
+                async with self.database.transaction() as store:
+                    result = await apply_signal_batch(store, topic, records, self.policy)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - classified below; nothing escapes unclassified
+                if is_unavailable(error):
+                    unavailable += 1
+                    log.warning("database_unavailable_retrying", attempt=unavailable, error=str(error)[:300])
+                    await asyncio.sleep(backoff_seconds(unavailable))
+                    continue
+                if is_conflict(error) and conflicts < MAX_CONFLICT_RETRIES:
+                    conflicts += 1
+                    log.info("write_conflict_retrying", attempt=conflicts, error=str(error)[:300])
+                    await asyncio.sleep(backoff_seconds(conflicts, base=0.005, cap=0.5))
+                    continue
+                failures += 1
+                log.error("batch_attempt_failed", attempt=failures, records=len(records), exc_info=error)
+                if failures >= MAX_FAILED_ATTEMPTS:
+                    raise _GaveUp(error) from error
+                await asyncio.sleep(backoff_seconds(failures))
+                continue
+            self._log(result)
+            self.on_committed(result)
+            return result
+
+    @staticmethod
+    def _log(result: BatchResult) -> None:
+        for outcome in result.outcomes:
+            log.info(
+                "signal_processed",
+                signal_id=str(outcome.signal_id),
+                outcome=outcome.outcome,
+                campaign_id=str(outcome.campaign_id) if outcome.campaign_id else None,
+                human_campaign_id=outcome.human_campaign_id,
+                correlation_id=outcome.correlation_id,
+                pattern_type=outcome.pattern_type,
+                reason=outcome.reason,
+            )
+        for campaign, allocation in result.allocation_warnings:
+            log.warning(
+                "campaign_allocation_near_limit",
+                campaign_id=str(campaign.id),
+                human_campaign_id=campaign.campaign_id,
+                total_allocation=str(allocation),
+                limit="5.0",
+            )
+        for dead in result.dead_letters:
+            log.warning(
+                "record_dead_lettered",
+                topic=dead.record.topic,
+                partition=dead.record.partition,
+                offset=dead.record.offset,
+                reason=dead.reason,
+                error_type=dead.error_type,
+            )
+
+
+class _GaveUp(Exception):
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error

@@ -1,0 +1,44 @@
+"""Which failures are worth retrying, and how long to wait before the next try."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import exc as sa_exc
+
+from campaign_manager.persistence.store import VersionConflict
+
+# SQLSTATEs of a lost race: the retry reads fresh state and usually succeeds at once.
+CONFLICT_STATES = {"40001", "40P01", "23505", "55P03"}
+# SQLSTATE classes of an unavailable server: wait for it, for as long as it takes.
+UNAVAILABLE_STATE_CLASSES = ("08", "53", "57")
+
+
+def _sqlstate(error: sa_exc.DBAPIError) -> str:
+    return str(getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None) or "")
+
+
+def is_conflict(error: BaseException) -> bool:
+    if isinstance(error, VersionConflict):
+        return True
+    return isinstance(error, sa_exc.DBAPIError) and _sqlstate(error) in CONFLICT_STATES
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """The database (or the network to it) is down or restarting: never the data's fault."""
+    if isinstance(error, (OSError, ConnectionError, asyncio.TimeoutError, sa_exc.TimeoutError)):
+        return True
+    if isinstance(error, sa_exc.DBAPIError):
+        if error.connection_invalidated or isinstance(error, sa_exc.InterfaceError):
+            return True
+        state = _sqlstate(error)
+        if state.startswith(UNAVAILABLE_STATE_CLASSES):
+            return True
+        # asyncpg reports a dropped connection without a SQLSTATE.
+        return isinstance(error.orig, (OSError, ConnectionError)) or "connection" in str(error.orig).lower() and not state
+    return False
+
+
+def backoff_seconds(attempt: int, *, base: float = 0.05, cap: float = 5.0) -> float:
+    """Exponential backoff: 50 ms, 100 ms, ... capped at 5 s so recovery is noticed within seconds."""
+    return min(cap, base * (2 ** min(attempt, 16)))

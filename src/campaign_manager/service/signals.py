@@ -1,0 +1,219 @@
+"""Applies a batch of consumed trade signals in one transaction.
+
+Per batch, inside one PostgreSQL transaction:
+1. lock the stored offsets of the batch's partitions and drop records already applied (redelivery, rebalance);
+2. drop signals whose id was already processed (a producer that sent twice);
+3. lock the open campaign of every (portfolio, range) the batch touches; open or join campaigns in record order;
+4. write ranges, campaigns, positions, processed signals, outbox messages (events and dead letters) and offsets.
+Nothing is visible, published or committed to Kafka before that transaction commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from uuid import UUID
+
+from campaign_manager.contracts import TradeSignalMessage
+from campaign_manager.domain.campaign import Campaign, CampaignPosition, human_campaign_id
+from campaign_manager.domain.errors import RuleViolation
+from campaign_manager.domain.events import AllocationNearLimit, CampaignCreated, PositionAdded
+from campaign_manager.persistence.store import CampaignKey, CampaignStore, OutboxMessage, ProcessedSignal
+from campaign_manager.service.outgoing import campaign_event_messages, dead_letter_message, rejection_message
+from campaign_manager.service.records import ConsumedRecord
+
+
+@dataclass(frozen=True)
+class ValidSignal:
+    record: ConsumedRecord
+    message: TradeSignalMessage
+
+
+@dataclass(frozen=True)
+class InvalidRecord:
+    record: ConsumedRecord
+    reason: str
+    error_type: str
+
+
+ParsedRecord = ValidSignal | InvalidRecord
+
+
+@dataclass(frozen=True)
+class SignalOutcome:
+    """One line of the processing log."""
+
+    signal_id: UUID
+    outcome: str  # CREATED | ADDED | REJECTED | DUPLICATE
+    campaign_id: UUID | None
+    human_campaign_id: str | None
+    correlation_id: str | None
+    pattern_type: str
+    reason: str | None = None
+
+
+@dataclass
+class BatchResult:
+    outcomes: list[SignalOutcome] = field(default_factory=list)
+    dead_letters: list[InvalidRecord] = field(default_factory=list)
+    allocation_warnings: list[tuple[Campaign, Decimal]] = field(default_factory=list)
+    skipped_already_applied: int = 0
+    next_offsets: dict[int, int] = field(default_factory=dict)
+    events_written: int = 0
+
+
+@dataclass(frozen=True)
+class SignalPolicy:
+    consumer_group: str
+    events_topic: str
+    dlq_topic: str
+    default_portfolio_value: Decimal | None
+
+
+async def apply_signal_batch(
+    store: CampaignStore,
+    topic: str,
+    records: Sequence[ParsedRecord],
+    policy: SignalPolicy,
+    now: datetime | None = None,
+) -> BatchResult:
+    now = now or datetime.now(UTC)
+    result = BatchResult()
+    if not records:
+        return result
+
+    # 1. What this batch may still apply: stored offsets are the truth, Kafka's are only a hint.
+    stored = await store.lock_offsets(policy.consumer_group, topic, {r.record.partition for r in records})
+    fresh = [r for r in records if r.record.offset >= stored[r.record.partition]]
+    result.skipped_already_applied = len(records) - len(fresh)
+    for r in records:
+        result.next_offsets[r.record.partition] = max(
+            result.next_offsets.get(r.record.partition, stored[r.record.partition]), r.record.offset + 1
+        )
+
+    outbox: list[OutboxMessage] = []
+    for r in fresh:
+        if isinstance(r, InvalidRecord):
+            outbox.append(dead_letter_message(r.record, reason=r.reason, error_type=r.error_type, dlq_topic=policy.dlq_topic))
+            result.dead_letters.append(r)
+
+    # 2. Idempotency by signal id, across batches and within this one.
+    valid = [r for r in fresh if isinstance(r, ValidSignal)]
+    seen = await store.processed_signal_ids({r.message.id for r in valid})
+    to_apply: list[ValidSignal] = []
+    for r in valid:
+        if r.message.id in seen:
+            result.outcomes.append(_outcome(r.message, "DUPLICATE", None, "signal id already processed"))
+            continue
+        seen.add(r.message.id)
+        to_apply.append(r)
+
+    # 3. Current state of every campaign the batch touches, locked.
+    keys: set[CampaignKey] = {(r.message.portfolio_id, r.message.trading_range.id) for r in to_apply}
+    campaigns = await store.lock_open_campaigns(keys)
+    loaded_versions = {c.id: c.version for c in campaigns.values()}
+    bases = {
+        human_campaign_id(r.message.symbol, r.message.trading_range.start_time, ())
+        for r in to_apply
+        if (r.message.portfolio_id, r.message.trading_range.id) not in campaigns
+    }
+    taken_ids = await store.taken_campaign_ids(bases)
+
+    created: dict[UUID, Campaign] = {}
+    changed: dict[UUID, Campaign] = {}
+    new_positions: list[tuple[UUID, CampaignPosition]] = []
+    processed: list[ProcessedSignal] = []
+    entry_signals = []
+
+    for r in to_apply:
+        signal = r.message.to_entry_signal(policy.default_portfolio_value)
+        entry_signals.append(signal)
+        key = (signal.portfolio_id, signal.trading_range.id)
+        campaign = campaigns.get(key)
+        try:
+            if campaign is None or not campaign.is_open:
+                human_id = human_campaign_id(signal.symbol, signal.trading_range.start_time, taken_ids)
+                campaign = Campaign.open(signal, human_id, now)
+                taken_ids.add(human_id)
+                campaigns[key] = created[campaign.id] = campaign
+                outcome = "CREATED"
+            else:
+                campaign.add_position(signal, now)
+                if campaign.id not in created:
+                    changed[campaign.id] = campaign
+                outcome = "ADDED"
+        except RuleViolation as violation:
+            outbox.append(
+                rejection_message(
+                    reason=violation.reason,
+                    signal_id=signal.id,
+                    pattern_type=str(signal.pattern_type),
+                    portfolio_id=signal.portfolio_id,
+                    trading_range_id=signal.trading_range.id,
+                    campaign=campaign,
+                    correlation_id=r.message.correlation_id,
+                    now=now,
+                    topic=policy.events_topic,
+                )
+            )
+            processed.append(_processed(r, "REJECTED", campaign.id if campaign else None, violation.reason))
+            result.outcomes.append(_outcome(r.message, "REJECTED", campaign, violation.reason))
+            continue
+
+        events = campaign.collect_events()
+        for event in events:
+            if isinstance(event, CampaignCreated | PositionAdded):
+                new_positions.append((campaign.id, event.position))
+            elif isinstance(event, AllocationNearLimit):
+                result.allocation_warnings.append((campaign, event.total_allocation))
+        outbox.extend(
+            campaign_event_messages(
+                events,
+                campaign,
+                causation_id=signal.id,
+                correlation_id=r.message.correlation_id,
+                now=now,
+                topic=policy.events_topic,
+            )
+        )
+        processed.append(_processed(r, outcome, campaign.id, None))
+        result.outcomes.append(_outcome(r.message, outcome, campaign))
+
+    # 4. Write everything, parents before children.
+    await store.upsert_trading_ranges(s.trading_range for s in entry_signals)
+    await store.insert_campaigns(created.values())
+    await store.update_campaigns(changed.values(), loaded_versions)
+    await store.insert_processed_signals(processed)
+    await store.insert_positions(new_positions)
+    await store.append_to_outbox(outbox)
+    await store.save_offsets(policy.consumer_group, topic, result.next_offsets)
+    result.events_written = len(outbox)
+    return result
+
+
+def _processed(r: ValidSignal, outcome: str, campaign_id: UUID | None, reason: str | None) -> ProcessedSignal:
+    return ProcessedSignal(
+        signal_id=r.message.id,
+        outcome=outcome,
+        campaign_id=campaign_id,
+        reason=reason,
+        source_topic=r.record.topic,
+        source_partition=r.record.partition,
+        source_offset=r.record.offset,
+    )
+
+
+def _outcome(
+    message: TradeSignalMessage, outcome: str, campaign: Campaign | None, reason: str | None = None
+) -> SignalOutcome:
+    return SignalOutcome(
+        signal_id=message.id,
+        outcome=outcome,
+        campaign_id=campaign.id if campaign else None,
+        human_campaign_id=campaign.campaign_id if campaign else None,
+        correlation_id=message.correlation_id,
+        pattern_type=str(message.pattern_type),
+        reason=reason,
+    )
