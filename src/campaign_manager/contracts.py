@@ -46,8 +46,11 @@ def _reject_constant(name: str) -> Any:
 
 
 def loads_exact(raw: bytes | str) -> Any:
-    """JSON with every number kept exact: numbers become Decimal, never float; NaN/Infinity are refused."""
-    return json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+    """JSON with every number kept exact: numbers become Decimal, never float; NaN/Infinity are refused.
+
+    Bytes must be UTF-8 (json.loads would otherwise guess UTF-16/32 from the first bytes)."""
+    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
 
 
 class TradingRangeMessage(BaseModel):

@@ -102,13 +102,12 @@ async def apply_signal_batch(
     # 2. Idempotency by signal id, across batches and within this one.
     valid = [r for r in fresh if isinstance(r, ValidSignal)]
     seen = await store.processed_signal_ids({r.message.id for r in valid})
-    to_apply: list[ValidSignal] = []
-    for r in valid:
+    duplicates: set[int] = set()  # positions in `valid` of repeats, reported in record order below
+    for index, r in enumerate(valid):
         if r.message.id in seen:
-            result.outcomes.append(_outcome(r.message, "DUPLICATE", None, "signal id already processed"))
-            continue
+            duplicates.add(index)
         seen.add(r.message.id)
-        to_apply.append(r)
+    to_apply = [r for index, r in enumerate(valid) if index not in duplicates]
 
     # 3. Current state of every campaign the batch touches, locked.
     keys: set[CampaignKey] = {(r.message.portfolio_id, r.message.trading_range.id) for r in to_apply}
@@ -127,7 +126,10 @@ async def apply_signal_batch(
     processed: list[ProcessedSignal] = []
     entry_signals = []
 
-    for r in to_apply:
+    for index, r in enumerate(valid):
+        if index in duplicates:
+            result.outcomes.append(_outcome(r.message, "DUPLICATE", None, "signal id already processed"))
+            continue
         signal = r.message.to_entry_signal(policy.default_portfolio_value)
         entry_signals.append(signal)
         key = (signal.portfolio_id, signal.trading_range.id)

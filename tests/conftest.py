@@ -1,0 +1,38 @@
+"""Shared fixtures. Servers start lazily: unit tests start none; see tests/servers.py for which ones run."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from campaign_manager.persistence.migrate import upgrade_to_head
+from campaign_manager.persistence.store import Database
+from tests.servers import database_server, kafka_server
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    with database_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def migrated_database_url(database_url: str) -> str:
+    await upgrade_to_head(database_url)
+    return database_url
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap_servers() -> Iterator[str]:
+    with kafka_server() as bootstrap_servers:
+        yield bootstrap_servers
+
+
+@pytest.fixture
+async def database(migrated_database_url: str) -> AsyncIterator[Database]:
+    db = Database.connect(migrated_database_url)
+    try:
+        yield db
+    finally:
+        await db.dispose()

@@ -1,0 +1,179 @@
+"""The service as it runs: a `campaign-manager run` process, a Kafka-protocol broker and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from uuid import uuid4
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from campaign_manager.examples import aapl_campaign_signals, trade_signal, trading_range
+from tests.e2e.conftest import Deployment, events_of, publish_signals, read_topic
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_spring_sos_lps_become_campaign_events_and_one_campaign_in_the_api(
+    deployment: Deployment, start_worker, producer: AIOKafkaProducer
+) -> None:
+    worker = start_worker()
+    portfolio = f"pf-{uuid4().hex[:8]}"
+    signals = aapl_campaign_signals(portfolio_id=portfolio)
+
+    # The upstream generator publishes Spring, SOS and LPS of one range.
+    await publish_signals(producer, deployment.signals_topic, signals)
+
+    # Downstream sees the campaign built step by step, keyed by the campaign's UUID.
+    records = await read_topic(
+        deployment.bootstrap_servers, deployment.events_topic, until=lambda records: len(records) >= 4
+    )
+    events = events_of(records)
+    assert [(e["event_type"], e["campaign_version"]) for e in events] == [
+        ("CampaignCreated", 1),
+        ("PositionAdded", 2),
+        ("CampaignStatusChanged", 2),
+        ("PositionAdded", 3),
+    ]
+    campaign_uuid = events[0]["campaign"]["id"]
+    assert {r.key.decode() for r in records} == {campaign_uuid}
+    assert [e["causation_id"] for e in events] == [signals[0]["id"], signals[1]["id"], signals[1]["id"], signals[2]["id"]]
+    assert dict(records[0].headers)["event-type"] == b"CampaignCreated"
+
+    # The API shows the same campaign with its three positions.
+    body = httpx.get(f"{worker.base_url}/api/v1/campaigns/{campaign_uuid}").json()
+    assert body["status"] == "MARKUP"
+    assert body["total_allocation"] == "5.0000"
+    assert len(body["positions"]) == 3
+
+
+MALFORMED: list[tuple[str, bytes | None, list[tuple[str, bytes]]]] = [
+    ("not JSON", b"{not json", []),
+    ("not UTF-8", b"\xff\xfe\x00garbage", []),
+    ("empty value", b"", []),
+    ("tombstone", None, []),
+    ("JSON array", b"[1, 2, 3]", []),
+    ("JSON string", b'"a signal"', []),
+    ("JSON number", b"42", []),
+    ("NaN literal", b'{"entry_price": NaN}', []),
+    ("empty object", b"{}", []),
+    ("non-UTF-8 header", b"{}", [("trace", b"\xff\xfe")]),
+]
+
+
+def _bad_signals() -> list[tuple[str, dict]]:
+    range_ = trading_range()
+
+    def signal(**changes) -> dict:
+        return {**trade_signal(range_), **changes}
+
+    without_id = signal()
+    del without_id["id"]
+    naive = signal(generated_at="2024-10-15T10:30:00")
+    return [
+        ("missing id", without_id),
+        ("bad uuid", signal(id="not-a-uuid")),
+        ("unknown pattern", signal(pattern_type="UTAD")),
+        ("bad phase", signal(phase="Z")),
+        ("negative entry", signal(entry_price="-1")),
+        ("zero size", signal(position_size="0")),
+        ("stop above entry", signal(stop_loss="149.00", risk_amount="500.00")),
+        ("target below entry", signal(target_price="140.00")),
+        ("inconsistent risk", signal(risk_amount="900.00")),
+        ("naive datetime", naive),
+    ]
+
+
+async def test_twenty_kinds_of_malformed_messages_are_dead_lettered_with_a_reason_and_the_partition_moves_on(
+    deployment: Deployment, start_worker, producer: AIOKafkaProducer
+) -> None:
+    start_worker()
+    key = str(uuid4()).encode()  # all on one partition: a poison message must not block what follows
+    sent = []
+    for name, value, headers in MALFORMED:
+        await producer.send(deployment.signals_topic, value, key=key, headers=headers)
+        sent.append(name)
+    for name, bad in _bad_signals():
+        await producer.send(deployment.signals_topic, json.dumps(bad).encode(), key=key)
+        sent.append(name)
+    good = trade_signal(trading_range(), portfolio_id=f"pf-{uuid4().hex[:8]}")
+    await producer.send_and_wait(deployment.signals_topic, json.dumps(good).encode(), key=key)
+    assert len(sent) == 20
+
+    # Every malformed message lands in the DLQ, byte for byte, with a specific reason.
+    dead = await read_topic(deployment.bootstrap_servers, deployment.dlq_topic, until=lambda r: len(r) >= 20)
+    assert len(dead) == 20
+    reasons = {}
+    for record, name in zip(sorted(dead, key=lambda r: int(dict(r.headers)["x-original-offset"])), sent, strict=True):
+        headers = {k: v.decode() for k, v in record.headers}
+        assert headers["x-original-topic"] == deployment.signals_topic
+        assert headers["x-dlq-error-type"] in {"DecodeError", "ValidationError", "EmptyMessage"}
+        reasons[name] = headers["x-dlq-reason"]
+    assert "not valid JSON" in reasons["not JSON"]
+    assert "UTF-8" in reasons["not UTF-8"]
+    assert "tombstone" in reasons["tombstone"]
+    assert "entry_price" in reasons["negative entry"]
+    assert "stop_loss must be below entry_price" in reasons["stop above entry"]
+    assert "risk_amount" in reasons["inconsistent risk"]
+    assert "generated_at" in reasons["naive datetime"]
+    assert "id" in reasons["missing id"]
+
+    # ...and the valid signal behind them is applied.
+    events = await read_topic(
+        deployment.bootstrap_servers,
+        deployment.events_topic,
+        until=lambda r: any(json.loads(x.value)["causation_id"] == good["id"] for x in r),
+    )
+    assert any(json.loads(x.value)["causation_id"] == good["id"] for x in events)
+
+
+async def test_a_signal_published_twice_yields_one_position(
+    deployment: Deployment, start_worker, producer: AIOKafkaProducer
+) -> None:
+    worker = start_worker()
+    spring = trade_signal(trading_range(), portfolio_id=f"pf-{uuid4().hex[:8]}")
+    marker = trade_signal(trading_range(), portfolio_id=f"pf-{uuid4().hex[:8]}")
+
+    await publish_signals(producer, deployment.signals_topic, [spring, spring, marker])
+
+    records = await read_topic(
+        deployment.bootstrap_servers,
+        deployment.events_topic,
+        until=lambda r: {json.loads(x.value)["causation_id"] for x in r} >= {spring["id"], marker["id"]},
+    )
+    about_spring = [e for e in events_of(records) if e["causation_id"] == spring["id"]]
+    assert [e["event_type"] for e in about_spring] == ["CampaignCreated"]
+    body = httpx.get(f"{worker.base_url}/api/v1/campaigns/{about_spring[0]['campaign']['id']}").json()
+    assert len(body["positions"]) == 1
+
+
+async def test_two_workers_racing_the_first_signals_of_50_ranges_open_one_campaign_each(
+    deployment: Deployment, start_worker, producer: AIOKafkaProducer
+) -> None:
+    first, second = start_worker("first"), start_worker("second")
+    portfolio = f"pf-{uuid4().hex[:8]}"
+    ranges = [trading_range(symbol=f"RACE{i}") for i in range(50)]
+    # Two first signals per range under random keys, so they land on different partitions and are applied by
+    # both workers at once.
+    futures = []
+    for range_ in ranges:
+        for pattern in ("SPRING", "LPS"):
+            signal_ = trade_signal(range_, pattern_type=pattern, phase="D", position_size="100", portfolio_id=portfolio)
+            futures.append(await producer.send(deployment.signals_topic, json.dumps(signal_).encode(), key=uuid4().bytes))
+    for future in futures:
+        await future
+
+    records = await read_topic(
+        deployment.bootstrap_servers, deployment.events_topic, until=lambda r: len(r) >= 100, timeout_s=90
+    )
+
+    events = events_of(records)
+    created = [e for e in events if e["event_type"] == "CampaignCreated"]
+    added = [e for e in events if e["event_type"] == "PositionAdded"]
+    assert len(created) == 50
+    assert len(added) == 50
+    assert {e["campaign"]["trading_range_id"] for e in created} == {r["id"] for r in ranges}
+    for worker in (first, second):
+        listing = httpx.get(f"{worker.base_url}/api/v1/campaigns", params={"symbol": "RACE7"}).json()
+        assert sum(1 for c in listing["data"] if c["portfolio_id"] == portfolio) == 1

@@ -1,0 +1,118 @@
+"""The HTTP API over a real PostgreSQL, seeded by applying real signals."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from uuid import uuid4
+
+import httpx
+import pytest
+
+from campaign_manager.examples import aapl_campaign_signals, trade_signal, trading_range
+from campaign_manager.http.app import create_app
+from campaign_manager.persistence.store import Database
+from campaign_manager.persistence.tables import campaigns
+from tests.factories import SignalFeed, make_processor, process
+
+pytestmark = [pytest.mark.integration, pytest.mark.database]
+
+
+@pytest.fixture
+async def client(database: Database) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=create_app(database))
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        yield client
+
+
+async def seed(database: Database, symbol: str, ranges: int = 1) -> None:
+    feed, processor = SignalFeed(), make_processor(database)
+    for _ in range(ranges):
+        range_ = trading_range(symbol=symbol)
+        await process(processor, feed, [feed.record(trade_signal(range_, position_size="100"))])
+
+
+def unique_symbol() -> str:
+    return f"T{uuid4().hex[:8].upper()}"
+
+
+async def test_campaign_list_filters_by_symbol_and_paginates(client: httpx.AsyncClient, database: Database) -> None:
+    symbol = unique_symbol()
+    await seed(database, symbol, ranges=3)
+    await seed(database, unique_symbol())
+
+    first = (await client.get("/api/v1/campaigns", params={"symbol": symbol, "limit": 2})).json()
+    second = (await client.get("/api/v1/campaigns", params={"symbol": symbol, "limit": 2, "offset": 2})).json()
+
+    assert first["pagination"] == {"returned_count": 2, "total_count": 3, "limit": 2, "offset": 0, "has_more": True}
+    assert second["pagination"] == {"returned_count": 1, "total_count": 3, "limit": 2, "offset": 2, "has_more": False}
+    ids = {c["campaign_id"] for c in first["data"] + second["data"]}
+    assert ids == {f"{symbol}-2024-10-15", f"{symbol}-2024-10-15-2", f"{symbol}-2024-10-15-3"}
+    assert all(c["symbol"] == symbol for c in first["data"])
+
+
+async def test_campaign_list_filters_by_status(client: httpx.AsyncClient, database: Database) -> None:
+    symbol = unique_symbol()
+    await seed(database, symbol, ranges=3)
+    async with database.engine.begin() as connection:
+        await connection.execute(
+            campaigns.update().where(campaigns.c.campaign_id == f"{symbol}-2024-10-15").values(status="COMPLETED")
+        )
+
+    body = (await client.get("/api/v1/campaigns", params={"symbol": symbol, "status": "ACTIVE"})).json()
+
+    assert body["pagination"]["total_count"] == 2
+    assert {c["status"] for c in body["data"]} == {"ACTIVE"}
+
+
+async def test_a_campaign_is_found_by_uuid_and_by_human_id_with_its_positions(
+    client: httpx.AsyncClient, database: Database
+) -> None:
+    portfolio = f"pf-{uuid4().hex[:8]}"
+    feed, processor = SignalFeed(), make_processor(database)
+    signals = aapl_campaign_signals(portfolio_id=portfolio)
+    result = await process(processor, feed, [feed.record(s) for s in signals])
+    campaign_uuid, human_id = result.outcomes[0].campaign_id, result.outcomes[0].human_campaign_id
+
+    by_uuid = await client.get(f"/api/v1/campaigns/{campaign_uuid}")
+    by_human_id = await client.get(f"/api/v1/campaigns/{human_id}")
+
+    assert by_uuid.status_code == by_human_id.status_code == 200
+    body = by_uuid.json()
+    assert body == by_human_id.json()
+    assert body["status"] == "MARKUP"
+    assert [p["pattern_type"] for p in body["positions"]] == ["SPRING", "SOS", "LPS"]
+    assert body["positions"][0]["entry_price"] == "148.50000000"  # decimals as strings, never floats
+    assert body["trading_range"]["creek"] == "148.00000000"
+    for field in ("entry_price", "shares", "stop_loss", "target_price", "current_pnl", "status", "allocation_percent"):
+        assert field in body["positions"][0]
+
+
+async def test_an_unknown_campaign_is_404_campaign_not_found(client: httpx.AsyncClient) -> None:
+    for unknown in (str(uuid4()), "NOPE-2024-01-01"):
+        response = await client.get(f"/api/v1/campaigns/{unknown}")
+        assert response.status_code == 404
+        assert response.json() == {"detail": "Campaign not found"}
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"limit": 0}, "limit"),
+        ({"limit": 101}, "limit"),
+        ({"offset": -1}, "offset"),
+        ({"status": "OPEN"}, "status"),
+        ({"limit": "many"}, "limit"),
+    ],
+)
+async def test_an_invalid_query_is_422_naming_the_field(client: httpx.AsyncClient, params: dict, field: str) -> None:
+    response = await client.get("/api/v1/campaigns", params=params)
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", field]
+
+
+async def test_health_endpoints_answer(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"]["database"] == "ok"
