@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import signal
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +67,8 @@ def build_broker(settings: Settings, bootstrap_servers: str) -> KafkaBroker:
         linger_ms=1,  # a millisecond of batching; latency budget is 25 ms end to end
         max_batch_size=256 * 1024,
         graceful_timeout=15.0,
+        # A plain stdlib logger: its records reach the root handler, so they come out as our JSON lines.
+        logger=logging.getLogger("faststream"),
     )
 
 
@@ -142,6 +146,13 @@ async def prepare(settings: Settings, servers: Servers) -> None:
 
 
 async def serve(settings: Settings, servers: Servers) -> None:
+    # Our own SIGTERM/SIGINT handling from the first moment: a stop asked for during start-up is honoured as
+    # soon as start-up ends, and always through the graceful path below.
+    stop_requested = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop_requested.set)
+
     await prepare(settings, servers)
     worker = Worker.build(settings, servers)
     async with worker.running():
@@ -154,6 +165,7 @@ async def serve(settings: Settings, servers: Servers) -> None:
                 lifespan="off",
             )
         )
+        http_task = asyncio.create_task(server.serve(), name="http")
         log.info(
             "campaign_manager_started",
             http=f"http://{settings.http_host}:{settings.http_port}",
@@ -162,6 +174,10 @@ async def serve(settings: Settings, servers: Servers) -> None:
             events_topic=settings.events_topic,
             group_id=settings.kafka_group_id,
         )
-        await server.serve()  # returns on SIGINT / SIGTERM
+        stop_task = asyncio.create_task(stop_requested.wait())
+        await asyncio.wait({http_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
         log.info("campaign_manager_stopping")
+        server.should_exit = True
+        stop_task.cancel()
+        await http_task
     log.info("campaign_manager_stopped")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from pathlib import Path
 
@@ -11,9 +12,15 @@ from campaign_manager.logging import configure_logging
 from campaign_manager.settings import Settings
 
 
+def _stop_during_start_up(signum: int, frame: object) -> None:
+    # Until the event loop takes over signals, SIGTERM unwinds start-up so embedded servers are stopped cleanly.
+    raise SystemExit(0)
+
+
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     from campaign_manager.app import serve, servers_for
 
+    signal.signal(signal.SIGTERM, _stop_during_start_up)
     with servers_for(settings) as servers:
         asyncio.run(serve(settings, servers))
     return 0

@@ -100,7 +100,7 @@ class TradeSignalMessage(BaseModel):
         if abs(self.risk_amount - expected_risk) > expected_risk * RISK_TOLERANCE:
             raise ValueError(
                 f"risk_amount {self.risk_amount} differs from (entry_price - stop_loss) x position_size "
-                f"= {expected_risk.normalize()} by more than 1%"
+                f"= {expected_risk.normalize():f} by more than 1%"
             )
         if self.trading_range.symbol != self.symbol:
             raise ValueError(f"trading_range.symbol {self.trading_range.symbol} differs from symbol {self.symbol}")

@@ -64,7 +64,12 @@ def risking(range_: dict[str, Any], percent: str, pattern_type: str = "LPS", pha
     """A signal putting `percent`% of 100,000 at risk: 1 dollar per share (150 - 149) x 1,000 shares per percent."""
     shares = Decimal(percent) * 1000
     return entry_signal(
-        range_, pattern_type=pattern_type, phase=phase, entry_price="150.00", stop_loss="149.00", position_size=str(shares)
+        range_,
+        pattern_type=pattern_type,
+        phase=phase,
+        entry_price="150.00",
+        stop_loss="149.00",
+        position_size=str(shares),
     )
 
 
@@ -297,7 +302,9 @@ def test_weighted_average_entry_of_100_at_150_and_50_at_153_is_151() -> None:
 
     # Position 2: 50 shares at 153.00, risk (153 - 152) x 50 = 50 = 0.05% of 100,000
     campaign.add_position(
-        entry_signal(range_, pattern_type="SOS", phase="D", entry_price="153.00", stop_loss="152.00", position_size="50"),
+        entry_signal(
+            range_, pattern_type="SOS", phase="D", entry_price="153.00", stop_loss="152.00", position_size="50"
+        ),
         LATER,
     )
 
@@ -314,7 +321,9 @@ def test_weighted_average_entry_of_50_at_150_and_50_at_153_is_151_50() -> None:
     # 50 shares at 150.00 (risk 50 = 0.05%), then 50 shares at 153.00 (risk 50 = 0.05%)
     campaign = open_campaign(entry_signal(range_, entry_price="150.00", stop_loss="149.00", position_size="50"))
     campaign.add_position(
-        entry_signal(range_, pattern_type="SOS", phase="D", entry_price="153.00", stop_loss="152.00", position_size="50"),
+        entry_signal(
+            range_, pattern_type="SOS", phase="D", entry_price="153.00", stop_loss="152.00", position_size="50"
+        ),
         LATER,
     )
 
@@ -327,7 +336,9 @@ def test_weighted_average_entry_is_rounded_to_eight_places() -> None:
     # 1 share at 150.00, then 2 shares at 151.00 (risks of 1 and 2 dollars)
     campaign = open_campaign(entry_signal(range_, entry_price="150.00", stop_loss="149.00", position_size="1"))
     campaign.add_position(
-        entry_signal(range_, pattern_type="SOS", phase="D", entry_price="151.00", stop_loss="150.00", position_size="2"),
+        entry_signal(
+            range_, pattern_type="SOS", phase="D", entry_price="151.00", stop_loss="150.00", position_size="2"
+        ),
         LATER,
     )
 
@@ -339,7 +350,9 @@ def test_total_pnl_sums_the_pnl_of_every_position() -> None:
     range_ = new_range()
     campaign = open_campaign(entry_signal(range_, entry_price="150.00", stop_loss="149.00", position_size="100"))
     campaign.add_position(
-        entry_signal(range_, pattern_type="SOS", phase="D", entry_price="153.00", stop_loss="152.00", position_size="50"),
+        entry_signal(
+            range_, pattern_type="SOS", phase="D", entry_price="153.00", stop_loss="152.00", position_size="50"
+        ),
         LATER,
     )
     first, second = campaign.positions
@@ -493,7 +506,9 @@ ALL_PAIRS = [(from_status, to_status) for from_status in CampaignStatus for to_s
 
 
 def test_the_table_in_the_code_is_the_table_of_the_story() -> None:
-    in_code = {(from_status, to_status) for from_status, targets in ALLOWED_TRANSITIONS.items() for to_status in targets}
+    in_code = {
+        (from_status, to_status) for from_status, targets in ALLOWED_TRANSITIONS.items() for to_status in targets
+    }
 
     assert in_code == ALLOWED
     assert len(ALL_PAIRS) == 16
@@ -688,7 +703,9 @@ def floats_in(value: object, path: str = "value") -> list[str]:
     if isinstance(value, float):
         return [path]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return [found for f in dataclasses.fields(value) for found in floats_in(getattr(value, f.name), f"{path}.{f.name}")]
+        return [
+            found for f in dataclasses.fields(value) for found in floats_in(getattr(value, f.name), f"{path}.{f.name}")
+        ]
     if isinstance(value, list | tuple):
         return [found for i, item in enumerate(value) for found in floats_in(item, f"{path}[{i}]")]
     return []
@@ -697,7 +714,9 @@ def floats_in(value: object, path: str = "value") -> list[str]:
 def test_every_figure_of_campaign_and_positions_is_a_decimal() -> None:
     range_ = new_range()
     campaign = open_campaign(entry_signal(range_))
-    campaign.add_position(entry_signal(range_, pattern_type="SOS", phase="D", entry_price="150.25", stop_loss="148.75"), LATER)
+    campaign.add_position(
+        entry_signal(range_, pattern_type="SOS", phase="D", entry_price="150.25", stop_loss="148.75"), LATER
+    )
 
     for name in CAMPAIGN_MONEY:
         assert type(getattr(campaign, name)) is Decimal, name
