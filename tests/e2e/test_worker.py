@@ -47,6 +47,9 @@ async def test_spring_sos_lps_become_campaign_events_and_one_campaign_in_the_api
     assert body["total_allocation"] == "5.0000"
     assert len(body["positions"]) == 3
 
+    # SIGTERM: the worker finishes what it holds and exits cleanly.
+    assert worker.stop() == 0
+
 
 MALFORMED: list[tuple[str, bytes | None, list[tuple[str, bytes]]]] = [
     ("not JSON", b"{not json", []),
