@@ -23,7 +23,9 @@ class SignalFeed:
     topic: str = field(default_factory=lambda: f"trade-signals-{uuid4().hex[:8]}")
     _next_offsets: dict[int, count] = field(default_factory=dict)
 
-    def record(self, value: dict[str, Any] | bytes | None, partition: int = 0, key: bytes | None = None) -> ParsedRecord:
+    def record(
+        self, value: dict[str, Any] | bytes | None, partition: int = 0, key: bytes | None = None
+    ) -> ParsedRecord:
         offsets = self._next_offsets.setdefault(partition, count())
         raw = json.dumps(value).encode() if isinstance(value, dict) else value
         return parse_signal_record(ConsumedRecord(self.topic, partition, next(offsets), key, raw))

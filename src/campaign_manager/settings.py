@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     kafka_heartbeat_interval_ms: int = 3_000
     kafka_rebalance_timeout_ms: int = 10_000
     kafka_max_poll_interval_ms: int = 300_000
+    kafka_fetch_max_wait_ms: int = Field(
+        default=50, ge=0, description="How long the broker may hold a fetch that has no new records."
+    )
 
     # --- outbox relay ---
     relay_batch_size: int = Field(default=2_000, ge=1)

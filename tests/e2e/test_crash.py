@@ -6,7 +6,6 @@ import asyncio
 import json
 import time
 from collections import defaultdict
-from uuid import uuid4
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -60,9 +59,7 @@ async def test_kill_9_while_processing_5000_signals_applies_each_exactly_once(
 
     # The worker starts on the backlog and is killed without warning part-way through.
     victim = start_worker("victim")
-    await wait_for(
-        lambda: _at_least(database, deployment.signals_topic, 300), timeout_s=60, what="the first batches"
-    )
+    await wait_for(lambda: _at_least(database, deployment.signals_topic, 300), timeout_s=60, what="the first batches")
     victim.kill()
     applied_before_crash = await count_processed(database, deployment.signals_topic)
     assert applied_before_crash < SIGNALS, "the worker finished before the kill: the test proves nothing"
@@ -86,7 +83,10 @@ async def test_kill_9_while_processing_5000_signals_applies_each_exactly_once(
                 )
             ).all()
         )
-        assert outcomes == {"CREATED": SIGNALS // 3 + (SIGNALS % 3 > 0), "ADDED": SIGNALS - SIGNALS // 3 - (SIGNALS % 3 > 0)}
+        assert outcomes == {
+            "CREATED": SIGNALS // 3 + (SIGNALS % 3 > 0),
+            "ADDED": SIGNALS - SIGNALS // 3 - (SIGNALS % 3 > 0),
+        }
         positions = (
             await connection.execute(
                 text(

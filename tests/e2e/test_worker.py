@@ -38,7 +38,12 @@ async def test_spring_sos_lps_become_campaign_events_and_one_campaign_in_the_api
     ]
     campaign_uuid = events[0]["campaign"]["id"]
     assert {r.key.decode() for r in records} == {campaign_uuid}
-    assert [e["causation_id"] for e in events] == [signals[0]["id"], signals[1]["id"], signals[1]["id"], signals[2]["id"]]
+    assert [e["causation_id"] for e in events] == [
+        signals[0]["id"],
+        signals[1]["id"],
+        signals[1]["id"],
+        signals[2]["id"],
+    ]
     assert dict(records[0].headers)["event-type"] == b"CampaignCreated"
 
     # The API shows the same campaign with its three positions.
@@ -163,7 +168,9 @@ async def test_two_workers_racing_the_first_signals_of_50_ranges_open_one_campai
     for range_ in ranges:
         for pattern in ("SPRING", "LPS"):
             signal_ = trade_signal(range_, pattern_type=pattern, phase="D", position_size="100", portfolio_id=portfolio)
-            futures.append(await producer.send(deployment.signals_topic, json.dumps(signal_).encode(), key=uuid4().bytes))
+            futures.append(
+                await producer.send(deployment.signals_topic, json.dumps(signal_).encode(), key=uuid4().bytes)
+            )
     for future in futures:
         await future
 

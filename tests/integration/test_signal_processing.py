@@ -32,7 +32,9 @@ async def campaigns_of(database: Database, portfolio_id: str) -> list[dict]:
 
 async def positions_of(database: Database, campaign_id) -> list[dict]:
     async with database.engine.connect() as connection:
-        rows = await connection.execute(select(campaign_positions).where(campaign_positions.c.campaign_id == campaign_id))
+        rows = await connection.execute(
+            select(campaign_positions).where(campaign_positions.c.campaign_id == campaign_id)
+        )
         return [dict(row) for row in rows.mappings()]
 
 
@@ -207,13 +209,17 @@ async def test_malformed_records_are_dead_lettered_with_their_reason_and_the_par
     assert result.next_offsets == {0: 3}
     async with database.engine.connect() as connection:
         rows = (
-            await connection.execute(
-                select(outbox).where(outbox.c.topic == "trade-signals.dlq").order_by(outbox.c.id.desc()).limit(2)
+            (
+                await connection.execute(
+                    select(outbox).where(outbox.c.topic == "trade-signals.dlq").order_by(outbox.c.id.desc()).limit(2)
+                )
             )
-        ).mappings().all()
-    by_offset = {dict(zip(r["header_names"], r["header_values"]))["x-original-offset"]: r for r in rows}
+            .mappings()
+            .all()
+        )
+    by_offset = {r["headers"]["x-original-offset"]: r for r in rows}
     not_json = by_offset["0"]
-    headers = dict(zip(not_json["header_names"], not_json["header_values"]))
+    headers = not_json["headers"]
     assert not_json["payload"] == b"{not json"
     assert not_json["message_key"] == b"k1"
     assert headers["x-original-topic"] == feed.topic
@@ -250,7 +256,10 @@ async def test_another_timeframe_starting_the_same_day_gets_the_next_suffix(data
     await process(
         processor,
         feed,
-        [feed.record(trade_signal(daily, portfolio_id=portfolio)), feed.record(trade_signal(hourly, portfolio_id=portfolio))],
+        [
+            feed.record(trade_signal(daily, portfolio_id=portfolio)),
+            feed.record(trade_signal(hourly, portfolio_id=portfolio)),
+        ],
     )
 
     ids = sorted(c["campaign_id"] for c in await campaigns_of(database, portfolio))

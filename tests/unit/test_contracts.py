@@ -14,14 +14,13 @@ from pydantic import ValidationError
 
 from campaign_manager.contracts import (
     CampaignEventMessage,
-    CampaignSnapshot,
-    PositionView,
     TradeSignalMessage,
     loads_exact,
 )
 from campaign_manager.domain.campaign import Campaign, human_campaign_id
 from campaign_manager.examples import encode, trade_signal, trading_range
 from campaign_manager.messaging.parsing import parse_signal_record
+from campaign_manager.service.outgoing import campaign_event_messages
 from campaign_manager.service.records import ConsumedRecord
 from campaign_manager.service.signals import InvalidRecord, ValidSignal
 
@@ -401,19 +400,17 @@ def test_campaign_event_json_writes_decimals_as_strings() -> None:
     campaign = Campaign.open(
         signal.to_entry_signal(None), human_campaign_id("AAPL", signal.trading_range.start_time, ()), now
     )
-    position = campaign.positions[0]
-
-    message = CampaignEventMessage(
-        event_id=uuid4(),
-        event_type="CampaignCreated",
-        occurred_at=now,
-        campaign_version=campaign.version,
+    # The event exactly as the service writes it to the outbox.
+    (message,) = campaign_event_messages(
+        campaign.collect_events(),
+        campaign,
         causation_id=signal.id,
         correlation_id=None,
-        campaign=CampaignSnapshot.of(campaign),
-        details={"position": PositionView.of(position)},
+        now=now,
+        topic="campaign-events",
     )
-    text = message.model_dump_json()
+    text = message.payload.decode()
+    CampaignEventMessage.model_validate_json(text)  # it is what the published contract says
 
     # The text itself carries the decimals quoted, digit for digit.
     assert '"entry_price":"148.50"' in text

@@ -13,7 +13,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from campaign_manager.domain.errors import InvalidStatusTransition, RuleViolation
 from campaign_manager.domain.events import (
@@ -23,6 +23,7 @@ from campaign_manager.domain.events import (
     CampaignStatusChanged,
     PositionAdded,
 )
+from campaign_manager.domain.ids import new_id
 
 MAX_TRADE_RISK_PERCENT = Decimal("2")
 MAX_CAMPAIGN_ALLOCATION_PERCENT = Decimal("5")
@@ -45,9 +46,7 @@ class CampaignStatus(enum.StrEnum):
 OPEN_STATUSES = frozenset({CampaignStatus.ACTIVE, CampaignStatus.MARKUP})
 
 ALLOWED_TRANSITIONS: dict[CampaignStatus, frozenset[CampaignStatus]] = {
-    CampaignStatus.ACTIVE: frozenset(
-        {CampaignStatus.MARKUP, CampaignStatus.COMPLETED, CampaignStatus.INVALIDATED}
-    ),
+    CampaignStatus.ACTIVE: frozenset({CampaignStatus.MARKUP, CampaignStatus.COMPLETED, CampaignStatus.INVALIDATED}),
     CampaignStatus.MARKUP: frozenset({CampaignStatus.COMPLETED, CampaignStatus.INVALIDATED}),
     CampaignStatus.COMPLETED: frozenset(),
     CampaignStatus.INVALIDATED: frozenset(),
@@ -156,7 +155,7 @@ def check_trade_risk(signal: EntrySignal) -> Decimal:
 
 def _new_position(signal: EntrySignal, portfolio_value: Decimal, now: datetime) -> CampaignPosition:
     return CampaignPosition(
-        position_id=uuid4(),
+        position_id=new_id(),
         signal_id=signal.id,
         pattern_type=signal.pattern_type,
         entry_date=signal.generated_at,
@@ -210,7 +209,7 @@ class Campaign:
         cls._check_campaign_allocation(ZERO, position.allocation_percent)
         trading_range = signal.trading_range
         campaign = cls(
-            id=uuid4(),
+            id=new_id(),
             campaign_id=campaign_id,
             portfolio_id=signal.portfolio_id,
             symbol=signal.symbol,

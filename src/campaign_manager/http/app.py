@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import text
 
-from campaign_manager.contracts import CampaignSnapshot
+from campaign_manager.contracts import CampaignSnapshot, campaign_document
 from campaign_manager.domain.campaign import CampaignStatus
 from campaign_manager.persistence import queries
 from campaign_manager.persistence.store import Database
@@ -58,16 +58,18 @@ def create_app(database: Database, readiness_checks: dict[str, Callable[[], str 
             page = await queries.list_campaigns(
                 connection, symbol=symbol, status=str(status) if status else None, limit=limit, offset=offset
             )
-        data = [CampaignSnapshot.of(c, r) for c, r in page.campaigns]
-        return CampaignList(
-            data=data,
-            pagination=Pagination(
-                returned_count=len(data),
-                total_count=page.total_count,
-                limit=limit,
-                offset=offset,
-                has_more=offset + len(data) < page.total_count,
-            ),
+        data = [campaign_document(c, r) for c, r in page.campaigns]
+        return CampaignList.model_validate(
+            {
+                "data": data,
+                "pagination": Pagination(
+                    returned_count=len(data),
+                    total_count=page.total_count,
+                    limit=limit,
+                    offset=offset,
+                    has_more=offset + len(data) < page.total_count,
+                ),
+            }
         )
 
     @app.get(
@@ -78,12 +80,12 @@ def create_app(database: Database, readiness_checks: dict[str, Callable[[], str 
     )
     async def get_campaign(
         campaign_id: Annotated[str, Path(min_length=1, max_length=50, description="UUID or human id")],
-    ) -> CampaignSnapshot:
+    ) -> dict:
         async with database.engine.connect() as connection:
             found = await queries.get_campaign(connection, campaign_id)
         if found is None:
             raise HTTPException(status_code=404, detail="Campaign not found")
-        return CampaignSnapshot.of(*found)
+        return campaign_document(*found)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

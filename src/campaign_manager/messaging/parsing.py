@@ -28,7 +28,9 @@ def parse_signal_record(record: ConsumedRecord) -> ParsedRecord:
     try:
         document = loads_exact(record.value)
     except UnicodeDecodeError as exc:
-        return InvalidRecord(record, f"message value is not UTF-8 text: {exc.reason} at byte {exc.start}", "DecodeError")
+        return InvalidRecord(
+            record, f"message value is not UTF-8 text: {exc.reason} at byte {exc.start}", "DecodeError"
+        )
     except ValueError as exc:  # json.JSONDecodeError and refused NaN/Infinity
         return InvalidRecord(record, f"message value is not valid JSON: {exc}"[:MAX_REASON_LENGTH], "DecodeError")
     except RecursionError:

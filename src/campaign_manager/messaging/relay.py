@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
-from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from campaign_manager.persistence.store import Database
-from campaign_manager.persistence.tables import outbox
 from campaign_manager.service.retry import backoff_seconds
 
 log = structlog.get_logger(__name__)
@@ -69,70 +68,57 @@ class OutboxRelay:
         self._wakeup.set()
 
     async def _lead(self, connection: AsyncConnection) -> bool:
-        acquired = (await connection.execute(text(f"SELECT pg_try_advisory_lock({RELAY_LOCK_SQL})"))).scalar()
-        await connection.commit()
-        if not acquired:
+        # Plain asyncpg on this dedicated connection, in autocommit: the advisory lock is held by the session,
+        # and each statement below commits on its own.
+        driver = (await connection.get_raw_connection()).driver_connection
+        if not await driver.fetchval(f"SELECT pg_try_advisory_lock({RELAY_LOCK_SQL})"):
             await self._sleep(1.0)  # another worker relays; check again for a takeover
             return False
         self.is_leader = True
         log.info("outbox_relay_leading")
-        raw = (await connection.get_raw_connection()).driver_connection
 
         def on_notify(*_: object) -> None:
             self._wakeup.set()
 
-        await raw.add_listener(NOTIFY_CHANNEL, on_notify)
+        await driver.add_listener(NOTIFY_CHANNEL, on_notify)
         try:
             while not self._stopping.is_set():
                 self._wakeup.clear()
-                while await self._publish_batch(connection) == self.batch_size:
+                while await self._publish_batch(driver) == self.batch_size:
                     pass
                 if self._stopping.is_set():
                     break
                 await self._sleep(self.poll_interval_s)
             # Flush what committed before the stop was asked for.
-            while await self._publish_batch(connection) == self.batch_size:
+            while await self._publish_batch(driver) == self.batch_size:
                 pass
         finally:
             with contextlib.suppress(Exception):
-                await raw.remove_listener(NOTIFY_CHANNEL, on_notify)
+                await driver.remove_listener(NOTIFY_CHANNEL, on_notify)
             with contextlib.suppress(Exception):
-                await connection.execute(text(f"SELECT pg_advisory_unlock({RELAY_LOCK_SQL})"))
-                await connection.commit()
+                await driver.execute(f"SELECT pg_advisory_unlock({RELAY_LOCK_SQL})")
         return True
 
-    async def _publish_batch(self, connection: AsyncConnection) -> int:
-        rows = (
-            await connection.execute(
-                select(
-                    outbox.c.id,
-                    outbox.c.topic,
-                    outbox.c.message_key,
-                    outbox.c.payload,
-                    outbox.c.header_names,
-                    outbox.c.header_values,
-                )
-                .where(outbox.c.published_at.is_(None))
-                .order_by(outbox.c.id)
-                .limit(self.batch_size)
-            )
-        ).all()
-        await connection.commit()
+    async def _publish_batch(self, driver: Any) -> int:
+        rows = await driver.fetch(
+            "SELECT id, topic, message_key, payload, headers::text AS headers FROM outbox"
+            " WHERE published_at IS NULL ORDER BY id LIMIT $1",
+            self.batch_size,
+        )
         if not rows:
             return 0
         # Hand every message to the producer first, then wait for all acknowledgements: one round of waiting
         # per batch, not per message.
         pending = [
-            await self.send(row.topic, row.message_key, row.payload, dict(zip(row.header_names, row.header_values)))
+            await self.send(row["topic"], row["message_key"], row["payload"], json.loads(row["headers"]))
             for row in rows
         ]
         results = await asyncio.gather(*pending, return_exceptions=True)
-        delivered = [row.id for row, result in zip(rows, results) if not isinstance(result, BaseException)]
+        delivered = [
+            row["id"] for row, result in zip(rows, results, strict=True) if not isinstance(result, BaseException)
+        ]
         if delivered:
-            await connection.execute(
-                update(outbox).where(outbox.c.id.in_(delivered)).values(published_at=text("now()"))
-            )
-            await connection.commit()
+            await driver.execute("UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", delivered)
             self.published_total += len(delivered)
         failed = len(rows) - len(delivered)
         if failed:

@@ -61,8 +61,9 @@ class SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             async with self.database.engine.connect() as connection:
                 rows = await connection.execute(
-                    select(consumer_offsets.c.topic, consumer_offsets.c.partition, consumer_offsets.c.next_offset)
-                    .where(consumer_offsets.c.consumer_group == self.group)
+                    select(
+                        consumer_offsets.c.topic, consumer_offsets.c.partition, consumer_offsets.c.next_offset
+                    ).where(consumer_offsets.c.consumer_group == self.group)
                 )
                 stored = {TopicPartition(r.topic, r.partition): r.next_offset for r in rows}
         except Exception as error:  # noqa: BLE001 - the stored-offset filter still guards every batch
@@ -108,6 +109,7 @@ def register_signal_subscriber(
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         rebalance_timeout_ms=settings.kafka_rebalance_timeout_ms,
         max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         listener=SeekToStoredOffsets(database, settings.kafka_group_id, lambda: subscriber_ref[0]),
         parser=_raw_batch_parser,
         decoder=_raw_body,

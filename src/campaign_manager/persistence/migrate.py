@@ -28,6 +28,7 @@ async def upgrade_to_head(database_url: str) -> None:
         async with engine.connect() as connection:
             await connection.exec_driver_sql("SELECT pg_advisory_lock(hashtext('campaign-manager-migrate'))")
             try:
+
                 def _upgrade(sync_connection) -> None:  # type: ignore[no-untyped-def]
                     config.attributes["connection"] = sync_connection
                     command.upgrade(config, "head")

@@ -9,8 +9,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from campaign_manager.domain.campaign import Campaign, TradingRange
-from campaign_manager.persistence.store import CampaignStore, campaign_from_row, trading_range_from_row
-from campaign_manager.persistence.tables import campaigns, trading_ranges
+from campaign_manager.persistence.store import campaign_from_row, position_from_row, trading_range_from_row
+from campaign_manager.persistence.tables import campaign_positions, campaigns, trading_ranges
 
 
 @dataclass(frozen=True)
@@ -20,15 +20,23 @@ class CampaignPage:
 
 
 async def _with_details(connection: AsyncConnection, rows: list) -> list[tuple[Campaign, TradingRange | None]]:
-    positions = await CampaignStore(connection).positions_of([row["id"] for row in rows])
+    positions: dict[UUID, list] = {}
+    if rows:
+        result = await connection.execute(
+            select(campaign_positions)
+            .where(campaign_positions.c.campaign_id.in_([row["id"] for row in rows]))
+            .order_by(
+                campaign_positions.c.entry_date, campaign_positions.c.created_at, campaign_positions.c.position_id
+            )
+        )
+        for position in result.mappings():
+            positions.setdefault(position["campaign_id"], []).append(position_from_row(position))
     range_ids = list({row["trading_range_id"] for row in rows})
     ranges = {}
     if range_ids:
         result = await connection.execute(select(trading_ranges).where(trading_ranges.c.id.in_(range_ids)))
         ranges = {r["id"]: trading_range_from_row(r) for r in result.mappings()}
-    return [
-        (campaign_from_row(row, positions.get(row["id"], [])), ranges.get(row["trading_range_id"])) for row in rows
-    ]
+    return [(campaign_from_row(row, positions.get(row["id"], [])), ranges.get(row["trading_range_id"])) for row in rows]
 
 
 async def list_campaigns(

@@ -6,6 +6,7 @@ connection, and nothing is visible to anyone until the block commits.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -13,12 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import func, insert, select, text, tuple_
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from campaign_manager.domain.campaign import (
-    OPEN_STATUSES,
     Campaign,
     CampaignPosition,
     CampaignStatus,
@@ -27,14 +25,7 @@ from campaign_manager.domain.campaign import (
     TradingRange,
     WyckoffPhase,
 )
-from campaign_manager.persistence.tables import (
-    campaign_positions,
-    campaigns,
-    consumer_offsets,
-    outbox,
-    processed_signals,
-    trading_ranges,
-)
+from campaign_manager.persistence.tables import campaign_positions, campaigns
 
 CampaignKey = tuple[str, UUID]
 _HUMAN_ID_SUFFIX = re.compile(r"(?<=\d{4}-\d{2}-\d{2})-\d+$")  # (portfolio_id, trading_range_id)
@@ -65,13 +56,11 @@ class ProcessedSignal:
     source_offset: int
 
 
-_CAMPAIGN_COLUMNS = [
-    c.name for c in campaigns.columns if c.name not in ("campaign_id_base",)
-]
+_CAMPAIGN_COLUMNS = [c.name for c in campaigns.columns if c.name not in ("campaign_id_base",)]
 _POSITION_COLUMNS = [c.name for c in campaign_positions.columns if c.name != "campaign_id"]
 
 
-def _position_from_row(row: Mapping[str, Any]) -> CampaignPosition:
+def position_from_row(row: Mapping[str, Any]) -> CampaignPosition:
     values = {name: row[name] for name in _POSITION_COLUMNS}
     values["pattern_type"] = PatternType(values["pattern_type"])
     values["status"] = PositionStatus(values["status"])
@@ -115,9 +104,81 @@ def _position_row(campaign_id: UUID, p: CampaignPosition) -> dict[str, Any]:
     return row
 
 
+def _columns_of(rows: list[dict[str, Any]], names: list[str]) -> list[list[Any]]:
+    """Row dicts -> one list per column: the shape `unnest($1::type[], ...)` takes."""
+    return [[row[name] for row in rows] for name in names]
+
+
+def _unnest_insert(table: str, columns: dict[str, str], suffix: str = "") -> str:
+    """INSERT of many rows as one statement with one array parameter per column (one round trip, one plan)."""
+    names = ", ".join(columns)
+    arrays = ", ".join(f"${i}::{pg_type}[]" for i, pg_type in enumerate(columns.values(), start=1))
+    return f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}) {suffix}"
+
+
+_CAMPAIGN_TYPES = {
+    "id": "uuid", "campaign_id": "text", "campaign_id_base": "text", "portfolio_id": "text", "symbol": "text",
+    "timeframe": "text", "trading_range_id": "uuid", "status": "text", "phase": "text", "total_risk": "numeric",
+    "total_allocation": "numeric", "current_risk": "numeric", "weighted_avg_entry": "numeric",
+    "total_shares": "numeric", "total_pnl": "numeric", "start_date": "timestamptz", "completed_at": "timestamptz",
+    "invalidation_reason": "text", "version": "int", "created_at": "timestamptz", "updated_at": "timestamptz",
+}  # fmt: skip
+_CAMPAIGN_CHANGING = [
+    "status", "phase", "total_risk", "total_allocation", "current_risk", "weighted_avg_entry", "total_shares",
+    "total_pnl", "completed_at", "invalidation_reason", "version", "updated_at",
+]  # fmt: skip
+_POSITION_TYPES = {
+    "position_id": "uuid", "campaign_id": "uuid", "signal_id": "uuid", "pattern_type": "text",
+    "entry_date": "timestamptz", "entry_price": "numeric", "shares": "numeric", "stop_loss": "numeric",
+    "target_price": "numeric", "current_price": "numeric", "current_pnl": "numeric", "status": "text",
+    "allocation_percent": "numeric", "risk_amount": "numeric", "created_at": "timestamptz",
+    "updated_at": "timestamptz",
+}  # fmt: skip
+_PROCESSED_TYPES = {
+    "signal_id": "uuid", "outcome": "text", "campaign_id": "uuid", "reason": "text", "source_topic": "text",
+    "source_partition": "int", "source_offset": "bigint",
+}  # fmt: skip
+_RANGE_TYPES = {
+    "id": "uuid", "symbol": "text", "timeframe": "text", "start_time": "timestamptz", "creek": "numeric",
+    "ice": "numeric", "jump": "numeric", "phase": "text",
+}  # fmt: skip
+_OUTBOX_TYPES = {
+    "event_id": "uuid", "topic": "text", "message_key": "bytea", "payload": "bytea", "headers": "jsonb",
+    "aggregate_id": "uuid",
+}  # fmt: skip
+
+_INSERT_CAMPAIGNS = _unnest_insert("campaigns", _CAMPAIGN_TYPES)
+_INSERT_POSITIONS = _unnest_insert("campaign_positions", _POSITION_TYPES)
+_INSERT_PROCESSED = _unnest_insert("processed_signals", _PROCESSED_TYPES)
+_INSERT_OUTBOX = _unnest_insert("outbox", _OUTBOX_TYPES)
+_UPSERT_RANGES = _unnest_insert(
+    "trading_ranges",
+    _RANGE_TYPES,
+    # Most signals repeat the levels already stored: skip those row writes.
+    "ON CONFLICT (id) DO UPDATE SET creek = EXCLUDED.creek, ice = EXCLUDED.ice, jump = EXCLUDED.jump,"
+    " phase = EXCLUDED.phase, updated_at = now()"
+    " WHERE (trading_ranges.creek, trading_ranges.ice, trading_ranges.jump, trading_ranges.phase)"
+    " IS DISTINCT FROM (EXCLUDED.creek, EXCLUDED.ice, EXCLUDED.jump, EXCLUDED.phase)",
+)
+_UPDATE_CAMPAIGNS = (
+    f"UPDATE campaigns c SET {', '.join(f'{col} = v.{col}' for col in _CAMPAIGN_CHANGING)}"
+    " FROM unnest($1::uuid[], $2::int[], "
+    + ", ".join(f"${i}::{_CAMPAIGN_TYPES[col]}[]" for i, col in enumerate(_CAMPAIGN_CHANGING, start=3))
+    + f") AS v(id, expected_version, {', '.join(_CAMPAIGN_CHANGING)})"
+    " WHERE c.id = v.id AND c.version = v.expected_version RETURNING c.id"
+)
+
+
 class CampaignStore:
-    def __init__(self, connection: AsyncConnection) -> None:
-        self.connection = connection
+    """The write side. Lookups by many keys join `unnest($1::type[])` rather than `= ANY($1)`: with a prepared
+    statement's generic plan, ANY over a parameter array scans the table comparing every row to every key.
+
+     Batch statements go straight to asyncpg on the transaction's own connection: one array
+    parameter per column instead of SQLAlchemy's per-row parameter processing, which cost more than the database
+    work itself at thousands of rows per second."""
+
+    def __init__(self, driver: Any) -> None:
+        self.db = driver  # asyncpg.Connection, inside the unit of work's transaction
 
     # --- consumed offsets --------------------------------------------------------------------------------------
 
@@ -128,36 +189,32 @@ class CampaignStore:
         the second waits, then sees the first one's offsets and skips what was already applied.
         """
         ordered = sorted(partitions)
-        await self.connection.execute(
-            pg_insert(consumer_offsets)
-            .values([{"consumer_group": group, "topic": topic, "partition": p, "next_offset": 0} for p in ordered])
-            .on_conflict_do_nothing()
+        await self.db.execute(
+            "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset)"
+            " SELECT $1, $2, unnest($3::int[]), 0 ON CONFLICT DO NOTHING",
+            group,
+            topic,
+            ordered,
         )
-        rows = await self.connection.execute(
-            select(consumer_offsets.c.partition, consumer_offsets.c.next_offset)
-            .where(
-                consumer_offsets.c.consumer_group == group,
-                consumer_offsets.c.topic == topic,
-                consumer_offsets.c.partition.in_(ordered),
-            )
-            .order_by(consumer_offsets.c.partition)
-            .with_for_update()
+        rows = await self.db.fetch(
+            "SELECT partition, next_offset FROM consumer_offsets"
+            " WHERE consumer_group = $1 AND topic = $2 AND partition = ANY($3::int[])"
+            " ORDER BY partition FOR UPDATE",
+            group,
+            topic,
+            ordered,
         )
-        return {row.partition: row.next_offset for row in rows}
+        return {row["partition"]: row["next_offset"] for row in rows}
 
     async def save_offsets(self, group: str, topic: str, next_offsets: Mapping[int, int]) -> None:
-        await self.connection.execute(
-            text(
-                "UPDATE consumer_offsets o SET next_offset = GREATEST(o.next_offset, v.next_offset), updated_at = now()"
-                " FROM unnest(CAST(:partitions AS int[]), CAST(:offsets AS bigint[])) AS v(partition, next_offset)"
-                " WHERE o.consumer_group = :group AND o.topic = :topic AND o.partition = v.partition"
-            ),
-            {
-                "group": group,
-                "topic": topic,
-                "partitions": list(next_offsets),
-                "offsets": list(next_offsets.values()),
-            },
+        await self.db.execute(
+            "UPDATE consumer_offsets o SET next_offset = GREATEST(o.next_offset, v.next_offset), updated_at = now()"
+            " FROM unnest($3::int[], $4::bigint[]) AS v(partition, next_offset)"
+            " WHERE o.consumer_group = $1 AND o.topic = $2 AND o.partition = v.partition",
+            group,
+            topic,
+            list(next_offsets),
+            list(next_offsets.values()),
         )
 
     # --- signals -----------------------------------------------------------------------------------------------
@@ -165,38 +222,26 @@ class CampaignStore:
     async def processed_signal_ids(self, signal_ids: Collection[UUID]) -> set[UUID]:
         if not signal_ids:
             return set()
-        rows = await self.connection.execute(
-            select(processed_signals.c.signal_id).where(processed_signals.c.signal_id.in_(list(signal_ids)))
+        rows = await self.db.fetch(
+            "SELECT p.signal_id FROM processed_signals p JOIN unnest($1::uuid[]) AS k(signal_id) USING (signal_id)",
+            list(signal_ids),
         )
-        return set(rows.scalars())
+        return {row["signal_id"] for row in rows}
 
     async def insert_processed_signals(self, records: Iterable[ProcessedSignal]) -> None:
         rows = [vars(r) for r in records]
         if rows:
-            await self.connection.execute(insert(processed_signals), rows)
+            await self.db.execute(_INSERT_PROCESSED, *_columns_of(rows, list(_PROCESSED_TYPES)))
 
     # --- trading ranges ----------------------------------------------------------------------------------------
 
     async def upsert_trading_ranges(self, ranges: Iterable[TradingRange]) -> None:
+        # One row per range, in id order so that concurrent writers lock them in the same order.
         rows = [
-            {**vars(r), "phase": str(r.phase)}
-            for r in sorted({r.id: r for r in ranges}.values(), key=lambda r: r.id)
+            {**vars(r), "phase": str(r.phase)} for r in sorted({r.id: r for r in ranges}.values(), key=lambda r: r.id)
         ]
-        if not rows:
-            return
-        stmt = pg_insert(trading_ranges)
-        level_columns = ("creek", "ice", "jump", "phase")
-        await self.connection.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[trading_ranges.c.id],
-                set_={**{c: stmt.excluded[c] for c in level_columns}, "updated_at": func.now()},
-                # Most signals repeat the levels already stored: skip those row writes.
-                where=tuple_(*(trading_ranges.c[c] for c in level_columns)).is_distinct_from(
-                    tuple_(*(stmt.excluded[c] for c in level_columns))
-                ),
-            ),
-            rows,
-        )
+        if rows:
+            await self.db.execute(_UPSERT_RANGES, *_columns_of(rows, list(_RANGE_TYPES)))
 
     # --- campaigns ---------------------------------------------------------------------------------------------
 
@@ -204,17 +249,15 @@ class CampaignStore:
         """The open campaign of each (portfolio, range), with its positions, row-locked until commit."""
         if not keys:
             return {}
-        rows = (
-            await self.connection.execute(
-                select(campaigns)
-                .where(
-                    tuple_(campaigns.c.portfolio_id, campaigns.c.trading_range_id).in_(list(keys)),
-                    campaigns.c.status.in_([str(s) for s in OPEN_STATUSES]),
-                )
-                .order_by(campaigns.c.id)
-                .with_for_update()
-            )
-        ).mappings().all()
+        portfolios, ranges = zip(*keys, strict=True)
+        rows = await self.db.fetch(
+            "SELECT c.* FROM campaigns c"
+            " JOIN unnest($1::text[], $2::uuid[]) AS k(portfolio_id, trading_range_id)"
+            " ON c.portfolio_id = k.portfolio_id AND c.trading_range_id = k.trading_range_id"
+            " WHERE c.status IN ('ACTIVE', 'MARKUP') ORDER BY c.id FOR UPDATE OF c",
+            list(portfolios),
+            list(ranges),
+        )
         positions = await self.positions_of([row["id"] for row in rows])
         return {
             (row["portfolio_id"], row["trading_range_id"]): campaign_from_row(row, positions.get(row["id"], []))
@@ -225,67 +268,50 @@ class CampaignStore:
         by_campaign: dict[UUID, list[CampaignPosition]] = {}
         if not campaign_ids:
             return by_campaign
-        rows = await self.connection.execute(
-            select(campaign_positions)
-            .where(campaign_positions.c.campaign_id.in_(campaign_ids))
-            .order_by(campaign_positions.c.entry_date, campaign_positions.c.created_at, campaign_positions.c.position_id)
+        rows = await self.db.fetch(
+            "SELECT p.* FROM campaign_positions p JOIN unnest($1::uuid[]) AS k(campaign_id) USING (campaign_id)"
+            " ORDER BY p.entry_date, p.created_at, p.position_id",
+            campaign_ids,
         )
-        for row in rows.mappings():
-            by_campaign.setdefault(row["campaign_id"], []).append(_position_from_row(row))
+        for row in rows:
+            by_campaign.setdefault(row["campaign_id"], []).append(position_from_row(row))
         return by_campaign
 
     async def taken_campaign_ids(self, bases: Collection[str]) -> set[str]:
         """Human ids already used by campaigns whose id starts with one of these `{symbol}-{date}` bases."""
         if not bases:
             return set()
-        rows = await self.connection.execute(
-            select(campaigns.c.campaign_id).where(campaigns.c.campaign_id_base.in_(list(bases)))
+        rows = await self.db.fetch(
+            "SELECT c.campaign_id FROM campaigns c JOIN unnest($1::text[]) AS k(base) ON c.campaign_id_base = k.base",
+            list(bases),
         )
-        return set(rows.scalars())
+        return {row["campaign_id"] for row in rows}
 
     async def insert_campaigns(self, new: Iterable[Campaign]) -> None:
         rows = [_campaign_row(c) for c in new]
         if rows:
-            await self.connection.execute(insert(campaigns), rows)
+            await self.db.execute(_INSERT_CAMPAIGNS, *_columns_of(rows, list(_CAMPAIGN_TYPES)))
 
     async def update_campaigns(self, changed: Iterable[Campaign], loaded_versions: Mapping[UUID, int]) -> None:
         """Writes each campaign's new state if it still has the version we read; else VersionConflict."""
         rows = [_campaign_row(c) for c in changed]
         if not rows:
             return
-        columns = [
-            "status", "phase", "total_risk", "total_allocation", "current_risk", "weighted_avg_entry",
-            "total_shares", "total_pnl", "completed_at", "invalidation_reason", "version", "updated_at",
-        ]  # fmt: skip
-        types = {
-            "status": "text", "phase": "text", "total_risk": "numeric", "total_allocation": "numeric",
-            "current_risk": "numeric", "weighted_avg_entry": "numeric", "total_shares": "numeric",
-            "total_pnl": "numeric", "completed_at": "timestamptz", "invalidation_reason": "text",
-            "version": "int", "updated_at": "timestamptz",
-        }  # fmt: skip
-        params: dict[str, Any] = {c: [row[c] for row in rows] for c in columns}
-        params["ids"] = [row["id"] for row in rows]
-        params["expected"] = [loaded_versions[row["id"]] for row in rows]
-        unnest_args = ", ".join(f"CAST(:{c} AS {types[c]}[])" for c in columns)
-        result = await self.connection.execute(
-            text(
-                f"UPDATE campaigns c SET {', '.join(f'{col} = v.{col}' for col in columns)}"
-                f" FROM unnest(CAST(:ids AS uuid[]), CAST(:expected AS int[]), {unnest_args})"
-                f" AS v(id, expected_version, {', '.join(columns)})"
-                " WHERE c.id = v.id AND c.version = v.expected_version"
-                " RETURNING c.id"
-            ),
-            params,
+        updated = await self.db.fetch(
+            _UPDATE_CAMPAIGNS,
+            [row["id"] for row in rows],
+            [loaded_versions[row["id"]] for row in rows],
+            *_columns_of(rows, _CAMPAIGN_CHANGING),
         )
-        updated = set(result.scalars())
         if len(updated) != len(rows):
-            missing = [row["campaign_id"] for row in rows if row["id"] not in updated]
+            ids = {row["id"] for row in updated}
+            missing = [row["campaign_id"] for row in rows if row["id"] not in ids]
             raise VersionConflict(f"campaigns changed concurrently: {', '.join(missing)}")
 
     async def insert_positions(self, positions: Iterable[tuple[UUID, CampaignPosition]]) -> None:
         rows = [_position_row(campaign_id, p) for campaign_id, p in positions]
         if rows:
-            await self.connection.execute(insert(campaign_positions), rows)
+            await self.db.execute(_INSERT_POSITIONS, *_columns_of(rows, list(_POSITION_TYPES)))
 
     # --- outbox ------------------------------------------------------------------------------------------------
 
@@ -296,16 +322,15 @@ class CampaignStore:
                 "topic": m.topic,
                 "message_key": m.key,
                 "payload": m.payload,
-                "header_names": list(m.headers),
-                "header_values": list(m.headers.values()),
+                "headers": json.dumps(m.headers),
                 "aggregate_id": m.aggregate_id,
             }
             for m in messages
         ]
         if rows:
-            await self.connection.execute(insert(outbox), rows)
+            await self.db.execute(_INSERT_OUTBOX, *_columns_of(rows, list(_OUTBOX_TYPES)))
             # Wakes the relay of whichever worker holds the relay lock; delivered at commit.
-            await self.connection.execute(text("SELECT pg_notify('campaign_outbox', '')"))
+            await self.db.execute("SELECT pg_notify('campaign_outbox', '')")
 
 
 class Database:
@@ -328,7 +353,11 @@ class Database:
     async def transaction(self) -> AsyncIterator[CampaignStore]:
         """One unit of work: commits when the block ends, rolls back if it raises."""
         async with self.engine.begin() as connection:
-            yield CampaignStore(connection)
+            # SQLAlchemy opens the driver's transaction lazily, on the first statement: open it now, so that every
+            # statement sent to the driver connection below runs inside it.
+            await connection.exec_driver_sql("SELECT 1")
+            driver = (await connection.get_raw_connection()).driver_connection
+            yield CampaignStore(driver)
 
     async def dispose(self) -> None:
         await self.engine.dispose()

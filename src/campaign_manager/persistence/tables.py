@@ -21,7 +21,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData()
 
@@ -155,12 +155,11 @@ outbox = Table(
     "outbox",
     metadata,
     Column("id", BigInteger, primary_key=True, autoincrement=True),
-    Column("event_id", Uuid, unique=True),
+    Column("event_id", Uuid),
     Column("topic", String(249), nullable=False),
     Column("message_key", LargeBinary),
     Column("payload", LargeBinary, nullable=False),
-    Column("header_names", ARRAY(Text), nullable=False),
-    Column("header_values", ARRAY(Text), nullable=False),
+    Column("headers", JSONB, nullable=False),
     Column("aggregate_id", Uuid),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("published_at", DateTime(timezone=True)),

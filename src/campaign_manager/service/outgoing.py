@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from uuid import UUID, uuid4
+from uuid import UUID
 
-from campaign_manager.contracts import CampaignEventMessage, CampaignSnapshot, PositionView
+import pydantic_core
+
+from campaign_manager.contracts import SCHEMA_VERSION, campaign_document, position_document
 from campaign_manager.domain.campaign import Campaign
 from campaign_manager.domain.events import CampaignCreated, CampaignStatusChanged, PositionAdded
+from campaign_manager.domain.ids import new_id
 from campaign_manager.persistence.store import OutboxMessage
 from campaign_manager.service.records import ConsumedRecord
 
@@ -25,21 +28,23 @@ def _event_message(
     now: datetime,
     topic: str,
 ) -> OutboxMessage:
-    event_id = uuid4()
-    message = CampaignEventMessage(
-        event_id=event_id,
-        event_type=event_type,  # type: ignore[arg-type]
-        occurred_at=now,
-        campaign_version=campaign.version if campaign else None,
-        causation_id=causation_id,
-        correlation_id=correlation_id,
-        campaign=CampaignSnapshot.of(campaign) if campaign else None,
-        details=details,
-    )
+    event_id = new_id()
+    # Shaped as CampaignEventMessage (the contract; tests hold the two together), serialised without building it.
+    event = {
+        "event_id": event_id,
+        "event_type": event_type,
+        "schema_version": SCHEMA_VERSION,
+        "occurred_at": now,
+        "campaign_version": campaign.version if campaign else None,
+        "causation_id": causation_id,
+        "correlation_id": correlation_id,
+        "campaign": campaign_document(campaign) if campaign else None,
+        "details": details,
+    }
     return OutboxMessage(
         topic=topic,
         key=str(key).encode(),
-        payload=message.model_dump_json().encode(),
+        payload=pydantic_core.to_json(event),
         headers={"content-type": JSON_CONTENT_TYPE, "event-type": event_type, "event-id": str(event_id)},
         event_id=event_id,
         aggregate_id=campaign.id if campaign else None,
@@ -67,10 +72,10 @@ def campaign_event_messages(
     messages = []
     for event in events:
         if isinstance(event, CampaignCreated):
-            details = {"position": PositionView.of(event.position)}
+            details = {"position": position_document(event.position)}
             messages.append(_event_message("CampaignCreated", details=details, **common))
         elif isinstance(event, PositionAdded):
-            details = {"position": PositionView.of(event.position)}
+            details = {"position": position_document(event.position)}
             messages.append(_event_message("PositionAdded", details=details, **common))
         elif isinstance(event, CampaignStatusChanged):
             details = {"from_status": event.from_status, "to_status": event.to_status, "reason": event.reason}

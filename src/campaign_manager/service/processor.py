@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -63,13 +64,14 @@ class SignalProcessor:
 
     async def _commit_with_retries(self, topic: str, records: Sequence[ParsedRecord]) -> BatchResult:
         conflicts = failures = unavailable = 0
+        started = time.perf_counter()
         while True:
             try:
                 async with self.database.transaction() as store:
                     result = await apply_signal_batch(store, topic, records, self.policy)
             except asyncio.CancelledError:
                 raise
-            except Exception as error:  # noqa: BLE001 - classified below; nothing escapes unclassified
+            except Exception as error:
                 if is_unavailable(error):
                     unavailable += 1
                     log.warning("database_unavailable_retrying", attempt=unavailable, error=str(error)[:300])
@@ -86,6 +88,13 @@ class SignalProcessor:
                     raise _GaveUp(error) from error
                 await asyncio.sleep(backoff_seconds(failures))
                 continue
+            log.debug(
+                "batch_committed",
+                records=len(records),
+                applied=len(result.outcomes),
+                events=result.events_written,
+                milliseconds=round((time.perf_counter() - started) * 1000, 1),
+            )
             self._log(result)
             self.on_committed(result)
             return result

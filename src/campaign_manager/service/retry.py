@@ -35,7 +35,9 @@ def is_unavailable(error: BaseException) -> bool:
         if state.startswith(UNAVAILABLE_STATE_CLASSES):
             return True
         # asyncpg reports a dropped connection without a SQLSTATE.
-        return isinstance(error.orig, (OSError, ConnectionError)) or "connection" in str(error.orig).lower() and not state
+        return isinstance(error.orig, (OSError, ConnectionError)) or (
+            "connection" in str(error.orig).lower() and not state
+        )
     return False
 
 

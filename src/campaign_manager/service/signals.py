@@ -96,7 +96,9 @@ async def apply_signal_batch(
     outbox: list[OutboxMessage] = []
     for r in fresh:
         if isinstance(r, InvalidRecord):
-            outbox.append(dead_letter_message(r.record, reason=r.reason, error_type=r.error_type, dlq_topic=policy.dlq_topic))
+            outbox.append(
+                dead_letter_message(r.record, reason=r.reason, error_type=r.error_type, dlq_topic=policy.dlq_topic)
+            )
             result.dead_letters.append(r)
 
     # 2. Idempotency by signal id, across batches and within this one.
