@@ -123,7 +123,7 @@ def _docker_answers() -> bool:
         )
         with client:
             return bool(client.ping())
-    except Exception:  # no SDK, no socket, refused, timed out: all mean "no Docker"
+    except Exception:  # noqa: BLE001 - no SDK, no socket, refused, timed out: all mean "no Docker"
         return False
 
 

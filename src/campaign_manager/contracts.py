@@ -230,13 +230,16 @@ def position_document(p: CampaignPosition) -> dict[str, Any]:
     return {name: getattr(p, name) for name in _POSITION_FIELDS}
 
 
-def campaign_document(c: Campaign, trading_range: TradingRange | None = None) -> dict[str, Any]:
+def campaign_document(
+    c: Campaign, trading_range: TradingRange | None = None, *, with_positions: bool = True
+) -> dict[str, Any]:
     """A campaign as `CampaignSnapshot` describes it: what the API returns and every event carries.
 
     Built as a dict, not a model: events are serialised thousands of times a second, and the values come from a
     campaign that the domain already keeps valid. Tests check the result against `CampaignSnapshot`.
     """
     document = {name: getattr(c, name) for name in _CAMPAIGN_FIELDS}
-    document["positions"] = [position_document(p) for p in c.positions]
+    if with_positions:
+        document["positions"] = [position_document(p) for p in c.positions]
     document["trading_range"] = vars(trading_range) if trading_range else None
     return document

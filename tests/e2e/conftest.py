@@ -187,5 +187,11 @@ async def read_topic(
     return records
 
 
+async def get_json(url: str, params: dict[str, Any] | None = None) -> Any:
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.get(url, params=params)
+    return response.json()
+
+
 def events_of(records: list[ConsumerRecord]) -> list[dict[str, Any]]:
     return [json.loads(r.value) for r in records]

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 from uuid import uuid4
 
-import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from campaign_manager.examples import aapl_campaign_signals, trade_signal, trading_range
-from tests.e2e.conftest import Deployment, events_of, publish_signals, read_topic
+from tests.e2e.conftest import Deployment, events_of, get_json, publish_signals, read_topic
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +46,7 @@ async def test_spring_sos_lps_become_campaign_events_and_one_campaign_in_the_api
     assert dict(records[0].headers)["event-type"] == b"CampaignCreated"
 
     # The API shows the same campaign with its three positions.
-    body = httpx.get(f"{worker.base_url}/api/v1/campaigns/{campaign_uuid}").json()
+    body = await get_json(f"{worker.base_url}/api/v1/campaigns/{campaign_uuid}")
     assert body["status"] == "MARKUP"
     assert body["total_allocation"] == "5.0000"
     assert len(body["positions"]) == 3
@@ -152,7 +151,7 @@ async def test_a_signal_published_twice_yields_one_position(
     )
     about_spring = [e for e in events_of(records) if e["causation_id"] == spring["id"]]
     assert [e["event_type"] for e in about_spring] == ["CampaignCreated"]
-    body = httpx.get(f"{worker.base_url}/api/v1/campaigns/{about_spring[0]['campaign']['id']}").json()
+    body = await get_json(f"{worker.base_url}/api/v1/campaigns/{about_spring[0]['campaign']['id']}")
     assert len(body["positions"]) == 1
 
 
@@ -185,5 +184,5 @@ async def test_two_workers_racing_the_first_signals_of_50_ranges_open_one_campai
     assert len(added) == 50
     assert {e["campaign"]["trading_range_id"] for e in created} == {r["id"] for r in ranges}
     for worker in (first, second):
-        listing = httpx.get(f"{worker.base_url}/api/v1/campaigns", params={"symbol": "RACE7"}).json()
+        listing = await get_json(f"{worker.base_url}/api/v1/campaigns", params={"symbol": "RACE7"})
         assert sum(1 for c in listing["data"] if c["portfolio_id"] == portfolio) == 1

@@ -10,6 +10,7 @@ from uuid import uuid4
 import pytest
 from sqlalchemy import select, text
 
+from campaign_manager.contracts import CampaignEventMessage
 from campaign_manager.examples import aapl_campaign_signals, trade_signal, trading_range
 from campaign_manager.persistence.store import Database
 from campaign_manager.persistence.tables import campaign_positions, campaigns, outbox, processed_signals
@@ -78,6 +79,8 @@ async def test_spring_sos_lps_are_tracked_as_one_campaign_in_markup(database: Da
         ("PositionAdded", 3),
     ]
     assert events[2]["details"] == {"from_status": "ACTIVE", "to_status": "MARKUP", "reason": "SOS entry"}
+    for event in events:  # each one is what the published contract says
+        CampaignEventMessage.model_validate(event)
     assert events[-1]["campaign"]["total_allocation"] == "5.0000"
 
 
@@ -149,6 +152,7 @@ async def test_a_signal_risking_over_2_percent_is_rejected_recorded_and_announce
     assert event["campaign"] is None
     assert event["details"]["reason"] == "Trade risk exceeds 2% of portfolio"
     assert event["details"]["signal_id"] == risky["id"]
+    CampaignEventMessage.model_validate(event)
 
 
 async def test_a_signal_lifting_the_campaign_over_5_percent_is_rejected(database: Database) -> None:

@@ -20,7 +20,7 @@ from campaign_manager.contracts import (
 from campaign_manager.domain.campaign import Campaign, human_campaign_id
 from campaign_manager.examples import encode, trade_signal, trading_range
 from campaign_manager.messaging.parsing import parse_signal_record
-from campaign_manager.service.outgoing import campaign_event_messages
+from campaign_manager.service.outgoing import EventSerializer
 from campaign_manager.service.records import ConsumedRecord
 from campaign_manager.service.signals import InvalidRecord, ValidSignal
 
@@ -401,13 +401,8 @@ def test_campaign_event_json_writes_decimals_as_strings() -> None:
         signal.to_entry_signal(None), human_campaign_id("AAPL", signal.trading_range.start_time, ()), now
     )
     # The event exactly as the service writes it to the outbox.
-    (message,) = campaign_event_messages(
-        campaign.collect_events(),
-        campaign,
-        causation_id=signal.id,
-        correlation_id=None,
-        now=now,
-        topic="campaign-events",
+    (message,) = EventSerializer("campaign-events").campaign_events(
+        campaign.collect_events(), campaign, causation_id=signal.id, correlation_id=None, now=now
     )
     text = message.payload.decode()
     CampaignEventMessage.model_validate_json(text)  # it is what the published contract says

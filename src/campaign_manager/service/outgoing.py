@@ -8,7 +8,7 @@ from uuid import UUID
 import pydantic_core
 
 from campaign_manager.contracts import SCHEMA_VERSION, campaign_document, position_document
-from campaign_manager.domain.campaign import Campaign
+from campaign_manager.domain.campaign import Campaign, CampaignPosition
 from campaign_manager.domain.events import CampaignCreated, CampaignStatusChanged, PositionAdded
 from campaign_manager.domain.ids import new_id
 from campaign_manager.persistence.store import OutboxMessage
@@ -17,100 +17,116 @@ from campaign_manager.service.records import ConsumedRecord
 JSON_CONTENT_TYPE = "application/json"
 
 
-def _event_message(
-    event_type: str,
-    *,
-    key: UUID,
-    campaign: Campaign | None,
-    causation_id: UUID,
-    correlation_id: str | None,
-    details: dict,
-    now: datetime,
-    topic: str,
-) -> OutboxMessage:
-    event_id = new_id()
-    # Shaped as CampaignEventMessage (the contract; tests hold the two together), serialised without building it.
-    event = {
-        "event_id": event_id,
-        "event_type": event_type,
-        "schema_version": SCHEMA_VERSION,
-        "occurred_at": now,
-        "campaign_version": campaign.version if campaign else None,
-        "causation_id": causation_id,
-        "correlation_id": correlation_id,
-        "campaign": campaign_document(campaign) if campaign else None,
-        "details": details,
-    }
-    return OutboxMessage(
-        topic=topic,
-        key=str(key).encode(),
-        payload=pydantic_core.to_json(event),
-        headers={"content-type": JSON_CONTENT_TYPE, "event-type": event_type, "event-id": str(event_id)},
-        event_id=event_id,
-        aggregate_id=campaign.id if campaign else None,
-    )
+class EventSerializer:
+    """Writes campaign events as `CampaignEventMessage` describes them (tests hold the two together).
 
+    Every event carries the whole campaign, so one campaign version and its positions would be serialised again
+    for each event and each later signal of the batch; this keeps each piece's JSON once and splices them.
+    Use one serializer per unit of work: it trusts that a position with the same `updated_at` is unchanged.
+    """
 
-def campaign_event_messages(
-    events: list,
-    campaign: Campaign,
-    *,
-    causation_id: UUID,
-    correlation_id: str | None,
-    now: datetime,
-    topic: str,
-) -> list[OutboxMessage]:
-    """One message per published domain event, each carrying the campaign as it is now."""
-    common = {
-        "key": campaign.id,
-        "campaign": campaign,
-        "causation_id": causation_id,
-        "correlation_id": correlation_id,
-        "now": now,
-        "topic": topic,
-    }
-    messages = []
-    for event in events:
-        if isinstance(event, CampaignCreated):
-            details = {"position": position_document(event.position)}
-            messages.append(_event_message("CampaignCreated", details=details, **common))
-        elif isinstance(event, PositionAdded):
-            details = {"position": position_document(event.position)}
-            messages.append(_event_message("PositionAdded", details=details, **common))
-        elif isinstance(event, CampaignStatusChanged):
-            details = {"from_status": event.from_status, "to_status": event.to_status, "reason": event.reason}
-            messages.append(_event_message("CampaignStatusChanged", details=details, **common))
-    return messages
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self._positions: dict[tuple[UUID, datetime], bytes] = {}
+        self._snapshots: dict[tuple[UUID, int], bytes] = {}
 
+    def position_json(self, position: CampaignPosition) -> bytes:
+        key = (position.position_id, position.updated_at)
+        if key not in self._positions:
+            self._positions[key] = pydantic_core.to_json(position_document(position))
+        return self._positions[key]
 
-def rejection_message(
-    *,
-    reason: str,
-    signal_id: UUID,
-    pattern_type: str,
-    portfolio_id: str,
-    trading_range_id: UUID,
-    campaign: Campaign | None,
-    correlation_id: str | None,
-    now: datetime,
-    topic: str,
-) -> OutboxMessage:
-    return _event_message(
-        "SignalRejected",
-        key=campaign.id if campaign else trading_range_id,
-        campaign=campaign,
-        causation_id=signal_id,
-        correlation_id=correlation_id,
-        details={
-            "reason": reason,
-            "signal_id": signal_id,
-            "pattern_type": pattern_type,
-            "portfolio_id": portfolio_id,
-            "trading_range_id": trading_range_id,
-        },
-        now=now,
-        topic=topic,
-    )
+    def campaign_json(self, campaign: Campaign) -> bytes:
+        key = (campaign.id, campaign.version)
+        if key not in self._snapshots:
+            document = campaign_document(campaign, with_positions=False)
+            positions = b",".join(self.position_json(p) for p in campaign.positions)
+            self._snapshots[key] = pydantic_core.to_json(document)[:-1] + b',"positions":[' + positions + b"]}"
+        return self._snapshots[key]
+
+    def message(
+        self,
+        event_type: str,
+        *,
+        key: UUID,
+        campaign: Campaign | None,
+        causation_id: UUID,
+        correlation_id: str | None,
+        details: dict | bytes,
+        now: datetime,
+    ) -> OutboxMessage:
+        event_id = new_id()
+        envelope = pydantic_core.to_json(
+            {
+                "event_id": event_id,
+                "event_type": event_type,
+                "schema_version": SCHEMA_VERSION,
+                "occurred_at": now,
+                "campaign_version": campaign.version if campaign else None,
+                "causation_id": causation_id,
+                "correlation_id": correlation_id,
+            }
+        )
+        campaign_json = self.campaign_json(campaign) if campaign else b"null"
+        details_json = details if isinstance(details, bytes) else pydantic_core.to_json(details)
+        return OutboxMessage(
+            topic=self.topic,
+            key=str(key).encode(),
+            payload=envelope[:-1] + b',"campaign":' + campaign_json + b',"details":' + details_json + b"}",
+            headers={"content-type": JSON_CONTENT_TYPE, "event-type": event_type, "event-id": str(event_id)},
+            event_id=event_id,
+            aggregate_id=campaign.id if campaign else None,
+        )
+
+    def campaign_events(
+        self, events: list, campaign: Campaign, *, causation_id: UUID, correlation_id: str | None, now: datetime
+    ) -> list[OutboxMessage]:
+        """One message per published domain event, each carrying the campaign as it is now."""
+        common = {
+            "key": campaign.id,
+            "campaign": campaign,
+            "causation_id": causation_id,
+            "correlation_id": correlation_id,
+            "now": now,
+        }
+        messages = []
+        for event in events:
+            if isinstance(event, CampaignCreated | PositionAdded):
+                event_type = "CampaignCreated" if isinstance(event, CampaignCreated) else "PositionAdded"
+                details = b'{"position":' + self.position_json(event.position) + b"}"
+                messages.append(self.message(event_type, details=details, **common))
+            elif isinstance(event, CampaignStatusChanged):
+                details = {"from_status": event.from_status, "to_status": event.to_status, "reason": event.reason}
+                messages.append(self.message("CampaignStatusChanged", details=details, **common))
+        return messages
+
+    def rejection(
+        self,
+        *,
+        reason: str,
+        signal_id: UUID,
+        pattern_type: str,
+        portfolio_id: str,
+        trading_range_id: UUID,
+        campaign: Campaign | None,
+        correlation_id: str | None,
+        now: datetime,
+    ) -> OutboxMessage:
+        return self.message(
+            "SignalRejected",
+            key=campaign.id if campaign else trading_range_id,
+            campaign=campaign,
+            causation_id=signal_id,
+            correlation_id=correlation_id,
+            details={
+                "reason": reason,
+                "signal_id": signal_id,
+                "pattern_type": pattern_type,
+                "portfolio_id": portfolio_id,
+                "trading_range_id": trading_range_id,
+            },
+            now=now,
+        )
 
 
 def dead_letter_message(record: ConsumedRecord, *, reason: str, error_type: str, dlq_topic: str) -> OutboxMessage:

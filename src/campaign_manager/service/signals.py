@@ -21,7 +21,7 @@ from campaign_manager.domain.campaign import Campaign, CampaignPosition, human_c
 from campaign_manager.domain.errors import RuleViolation
 from campaign_manager.domain.events import AllocationNearLimit, CampaignCreated, PositionAdded
 from campaign_manager.persistence.store import CampaignKey, CampaignStore, OutboxMessage, ProcessedSignal
-from campaign_manager.service.outgoing import campaign_event_messages, dead_letter_message, rejection_message
+from campaign_manager.service.outgoing import EventSerializer, dead_letter_message
 from campaign_manager.service.records import ConsumedRecord
 
 
@@ -122,6 +122,7 @@ async def apply_signal_batch(
     }
     taken_ids = await store.taken_campaign_ids(bases)
 
+    serializer = EventSerializer(policy.events_topic)
     created: dict[UUID, Campaign] = {}
     changed: dict[UUID, Campaign] = {}
     new_positions: list[tuple[UUID, CampaignPosition]] = []
@@ -150,7 +151,7 @@ async def apply_signal_batch(
                 outcome = "ADDED"
         except RuleViolation as violation:
             outbox.append(
-                rejection_message(
+                serializer.rejection(
                     reason=violation.reason,
                     signal_id=signal.id,
                     pattern_type=str(signal.pattern_type),
@@ -159,7 +160,6 @@ async def apply_signal_batch(
                     campaign=campaign,
                     correlation_id=r.message.correlation_id,
                     now=now,
-                    topic=policy.events_topic,
                 )
             )
             processed.append(_processed(r, "REJECTED", campaign.id if campaign else None, violation.reason))
@@ -173,13 +173,8 @@ async def apply_signal_batch(
             elif isinstance(event, AllocationNearLimit):
                 result.allocation_warnings.append((campaign, event.total_allocation))
         outbox.extend(
-            campaign_event_messages(
-                events,
-                campaign,
-                causation_id=signal.id,
-                correlation_id=r.message.correlation_id,
-                now=now,
-                topic=policy.events_topic,
+            serializer.campaign_events(
+                events, campaign, causation_id=signal.id, correlation_id=r.message.correlation_id, now=now
             )
         )
         processed.append(_processed(r, outcome, campaign.id, None))
