@@ -45,12 +45,15 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
+# Built once: json.loads(..., parse_float=...) constructs a new decoder on every call.
+_EXACT_JSON = json.JSONDecoder(parse_float=Decimal, parse_constant=_reject_constant)
+
+
 def loads_exact(raw: bytes | str) -> Any:
     """JSON with every number kept exact: numbers become Decimal, never float; NaN/Infinity are refused.
 
     Bytes must be UTF-8 (json.loads would otherwise guess UTF-16/32 from the first bytes)."""
-    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-    return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+    return _EXACT_JSON.decode(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
 
 
 class TradingRangeMessage(BaseModel):

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select, text
 
 from campaign_manager.contracts import CampaignEventMessage
+from campaign_manager.domain.campaign import Campaign
 from campaign_manager.examples import aapl_campaign_signals, trade_signal, trading_range
 from campaign_manager.persistence.store import Database
 from campaign_manager.persistence.tables import campaign_positions, campaigns, outbox, processed_signals
@@ -306,3 +307,31 @@ async def test_racing_workers_open_exactly_one_campaign_per_range(database: Data
     for campaign in opened:
         assert len(await positions_of(database, campaign["id"])) == 2
         assert campaign["version"] == 2
+
+
+async def test_a_record_that_keeps_crashing_the_handler_is_dead_lettered_and_the_rest_applied(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    portfolio = new_portfolio()
+    feed, processor = SignalFeed(), make_processor(database)
+    good_before, good_after = (trade_signal(trading_range(), portfolio_id=portfolio) for _ in range(2))
+    poison = trade_signal(trading_range(symbol="POISON"), portfolio_id=portfolio)
+    # A bug that only this signal triggers, every time it is applied.
+    original_open = Campaign.open.__func__
+
+    def open_or_crash(cls, signal, campaign_id, now):  # type: ignore[no-untyped-def]
+        if signal.symbol == "POISON":
+            raise RuntimeError("boom: unexpected state")
+        return original_open(cls, signal, campaign_id, now)
+
+    monkeypatch.setattr(Campaign, "open", classmethod(open_or_crash))
+
+    result = await process(processor, feed, [feed.record(good_before), feed.record(poison), feed.record(good_after)])
+
+    # The batch failed as a whole, so its records were applied one by one: the poison one went to the DLQ.
+    assert [o.outcome for o in result.outcomes] == ["CREATED", "CREATED"]
+    (dead,) = result.dead_letters
+    assert dead.error_type == "ProcessingError"
+    assert "boom: unexpected state" in dead.reason
+    assert result.next_offsets == {0: 3}
+    assert len(await campaigns_of(database, portfolio)) == 2
