@@ -22,6 +22,7 @@ from campaign_manager.messaging.signal_consumer import register_signal_subscribe
 from campaign_manager.messaging.topics import ensure_topics
 from campaign_manager.persistence.migrate import upgrade_to_head
 from campaign_manager.persistence.store import Database
+from campaign_manager.persistence.tables import consumer_offsets
 from campaign_manager.service.processor import SignalProcessor
 from campaign_manager.service.signals import SignalPolicy
 from campaign_manager.settings import Settings
@@ -35,6 +36,7 @@ RELAY_FLUSH_TIMEOUT_S = 10.0  # on shutdown, publish what is committed; after th
 class Servers:
     database_url: str
     kafka_bootstrap_servers: str
+    broker_starts_empty: bool = False  # the embedded broker: memory only, every start is a new, empty log
 
 
 @contextlib.contextmanager
@@ -56,7 +58,7 @@ def servers_for(settings: Settings) -> Any:
             embedded_kafka = start_embedded_kafka(settings.embedded_kafka_port)
             stack.callback(embedded_kafka.stop)
             bootstrap = embedded_kafka.bootstrap_servers
-        yield Servers(database_url, bootstrap)
+        yield Servers(database_url, bootstrap, broker_starts_empty=settings.uses_embedded_kafka)
 
 
 def build_broker(settings: Settings, bootstrap_servers: str) -> KafkaBroker:
@@ -145,9 +147,26 @@ class Worker:
             await self.database.dispose()
 
 
+async def forget_consumed_offsets(database_url: str, group_id: str) -> None:
+    """Offsets stored for a broker that no longer exists would skip the new broker's first records.
+    Signals applied before are still recognised by their id, so nothing is applied twice."""
+    database = Database.connect(database_url)
+    try:
+        async with database.engine.begin() as connection:
+            result = await connection.execute(
+                consumer_offsets.delete().where(consumer_offsets.c.consumer_group == group_id)
+            )
+        if result.rowcount:
+            log.info("stored_offsets_reset_for_new_embedded_broker", partitions=result.rowcount)
+    finally:
+        await database.dispose()
+
+
 async def prepare(settings: Settings, servers: Servers) -> None:
     """Schema and topics, before anything consumes."""
     await upgrade_to_head(servers.database_url)
+    if servers.broker_starts_empty:
+        await forget_consumed_offsets(servers.database_url, settings.kafka_group_id)
     if settings.create_topics:
         await ensure_topics(
             servers.kafka_bootstrap_servers,

@@ -10,8 +10,10 @@ from campaign_manager.persistence.store import VersionConflict
 
 # SQLSTATEs of a lost race: the retry reads fresh state and usually succeeds at once.
 CONFLICT_STATES = {"40001", "40P01", "23505", "55P03"}
-# SQLSTATE classes of an unavailable server: wait for it, for as long as it takes.
-UNAVAILABLE_STATE_CLASSES = ("08", "53", "57")
+# SQLSTATE classes that are never the data's fault, so never a reason to dead-letter: an unavailable server
+# (08 connection, 53 resources, 57 shutdown) and a schema that does not match the code (42 undefined table or
+# column, 3F schema, 0A unsupported, 58/XX system). Wait and retry, for as long as it takes.
+UNAVAILABLE_STATE_CLASSES = ("08", "53", "57", "42", "3F", "0A", "58", "XX")
 
 
 def _sqlstate(error: sa_exc.DBAPIError) -> str:
@@ -25,7 +27,7 @@ def is_conflict(error: BaseException) -> bool:
 
 
 def is_unavailable(error: BaseException) -> bool:
-    """The database (or the network to it) is down or restarting: never the data's fault."""
+    """The database (or the network to it) is down or restarting, or its schema is wrong: never the data's fault."""
     if isinstance(error, (OSError, ConnectionError, asyncio.TimeoutError, sa_exc.TimeoutError)):
         return True
     if isinstance(error, sa_exc.DBAPIError):
