@@ -233,20 +233,24 @@ def _is_ready(port: int) -> bool:
 
 
 def run_scenario(
-    name: str, signals: list, rate: int | None, server_url: str, work_dir: Path, **settings: str
+    name: str, signals: list, rate: int | None, server_url: str, work_dir: Path, workers: int, **settings: str
 ) -> Measurement:
-    print(f"[{name}] fresh broker, database and worker; {len(signals):,} signals ...", flush=True)
+    print(f"[{name}] fresh broker, database and {workers} worker(s); {len(signals):,} signals ...", flush=True)
     database_url = asyncio.run(create_database(server_url, f"bench_{name}"))
     broker = start_embedded_kafka(free_port())
     try:
-        with running_worker(database_url, broker.bootstrap_servers, work_dir, **settings) as pid:
-            print(f"[{name}] worker pid {pid} ready", flush=True)
+        with contextlib.ExitStack() as running:
+            pids = [
+                running.enter_context(running_worker(database_url, broker.bootstrap_servers, work_dir, **settings))
+                for _ in range(workers)
+            ]
+            print(f"[{name}] worker pid(s) {', '.join(map(str, pids))} ready", flush=True)
             return asyncio.run(measure(name, broker.bootstrap_servers, signals, rate))
     finally:
         broker.stop()
 
 
-def report(results: list[Measurement]) -> None:
+def report(results: list[Measurement], workers: int) -> None:
     print(
         f"\n{'scenario':<12}{'signals':>9}{'sending s':>11}{'total s':>9}{'signals/s':>11}{'p50 ms':>9}{'p99 ms':>9}"
         f"{'max ms':>9}  events seen (until every signal had one)"
@@ -258,8 +262,8 @@ def report(results: list[Measurement]) -> None:
             f"{r.latency_ms(50):>9.1f}{r.latency_ms(99):>9.1f}{r.latency_ms(100):>9.1f}  {types}"
         )
     print(
-        f"\nworker LOG_LEVEL={WORKER_LOG_LEVEL}: per-signal INFO logs would dominate; fsync on; 1 worker process;"
-        f" broker, PostgreSQL, worker and this bench share {os.cpu_count()} cores"
+        f"\nworker LOG_LEVEL={WORKER_LOG_LEVEL}: per-signal INFO logs would dominate; fsync on;"
+        f" {workers} worker process(es); broker, PostgreSQL, workers and this bench share {os.cpu_count()} cores"
     )
 
 
@@ -270,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-seconds", type=int, default=10)
     parser.add_argument("--naive", action="store_true", help="also: throughput with BATCH_MAX_RECORDS=1")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes in the consumer group")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up as Ctrl-C does
@@ -285,9 +290,11 @@ def main(argv: list[str] | None = None) -> int:
         cleanup.callback(shutil.rmtree, work_dir, ignore_errors=True)
         postgres = start_embedded_postgres(work_dir / "postgres")
         cleanup.callback(postgres.stop)
-        results = [run_scenario(*scenario[:3], postgres.url, work_dir, **scenario[3]) for scenario in scenarios]
+        results = [
+            run_scenario(*scenario[:3], postgres.url, work_dir, args.workers, **scenario[3]) for scenario in scenarios
+        ]
     throughput, latency = results[0], results[1]
-    report(results)
+    report(results, args.workers)
     summary = {
         "signals_per_s": round(throughput.signals_per_s, 1),
         "p50_ms": round(latency.latency_ms(50), 1),
@@ -296,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         "throughput_p50_ms": round(throughput.latency_ms(50), 1),
         "throughput_p99_ms": round(throughput.latency_ms(99), 1),
         "signals": throughput.signals,
+        "workers": args.workers,
         "latency_offered_per_s": args.latency_rate,
         "latency_signals": latency.signals,
         "rejected": throughput.event_types["SignalRejected"],
