@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     kafka_heartbeat_interval_ms: int = 3_000
     kafka_rebalance_timeout_ms: int = 10_000
     kafka_max_poll_interval_ms: int = 300_000
+    kafka_batch_timeout_ms: int = Field(
+        default=10,
+        ge=1,
+        description="How long the consumer waits for a batch; FastStream sleeps as long again when none came.",
+    )
     kafka_fetch_max_wait_ms: int = Field(
         default=50, ge=0, description="How long the broker may hold a fetch that has no new records."
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -100,6 +101,7 @@ class OutboxRelay:
         return True
 
     async def _publish_batch(self, driver: Any) -> int:
+        started = time.perf_counter()
         rows = await driver.fetch(
             "SELECT id, topic, message_key, payload, headers::text AS headers FROM outbox"
             " WHERE published_at IS NULL ORDER BY id LIMIT $1",
@@ -113,13 +115,22 @@ class OutboxRelay:
             await self.send(row["topic"], row["message_key"], row["payload"], json.loads(row["headers"]))
             for row in rows
         ]
+        selected = time.perf_counter()
         results = await asyncio.gather(*pending, return_exceptions=True)
+        acknowledged = time.perf_counter()
         delivered = [
             row["id"] for row, result in zip(rows, results, strict=True) if not isinstance(result, BaseException)
         ]
         if delivered:
             await driver.execute("UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", delivered)
             self.published_total += len(delivered)
+            log.debug(
+                "outbox_published",
+                messages=len(delivered),
+                select_ms=round((selected - started) * 1000, 1),
+                acknowledge_ms=round((acknowledged - selected) * 1000, 1),
+                mark_ms=round((time.perf_counter() - acknowledged) * 1000, 1),
+            )
         failed = len(rows) - len(delivered)
         if failed:
             first_error = next(r for r in results if isinstance(r, BaseException))

@@ -102,7 +102,8 @@ def register_signal_subscriber(
         group_id=settings.kafka_group_id,
         batch=True,
         max_records=settings.batch_max_records,
-        batch_timeout_ms=200,
+        # FastStream waits this long for records and, when none came, sleeps as long again: keep it short.
+        batch_timeout_ms=settings.kafka_batch_timeout_ms,
         ack_policy=AckPolicy.MANUAL,
         auto_offset_reset="earliest",
         session_timeout_ms=settings.kafka_session_timeout_ms,

@@ -10,7 +10,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -130,12 +130,6 @@ def _unnested(columns: dict[str, str], first_parameter: int = 1) -> tuple[str, s
     return f"unnest({arrays}) AS v({', '.join(columns)})", values
 
 
-def _unnest_insert(table: str, columns: dict[str, str], suffix: str = "") -> str:
-    """INSERT of many rows as one statement with one array parameter per column (one round trip, one plan)."""
-    source, values = _unnested(columns)
-    return f"INSERT INTO {table} ({', '.join(columns)}) SELECT {values} FROM {source} {suffix}"
-
-
 _CAMPAIGN_TYPES = {
     "id": "uuid", "campaign_id": "text", "campaign_id_base": "text", "portfolio_id": "text", "symbol": "text",
     "timeframe": "text", "trading_range_id": "uuid", "status": "text", "phase": "text", "total_risk": "numeric",
@@ -167,26 +161,81 @@ _OUTBOX_TYPES = {
     "aggregate_id": "uuid",
 }  # fmt: skip
 
-_INSERT_CAMPAIGNS = _unnest_insert("campaigns", _CAMPAIGN_TYPES)
-_INSERT_POSITIONS = _unnest_insert("campaign_positions", _POSITION_TYPES)
-_INSERT_PROCESSED = _unnest_insert("processed_signals", _PROCESSED_TYPES)
-_INSERT_OUTBOX = _unnest_insert("outbox", _OUTBOX_TYPES)
-_UPSERT_RANGES = _unnest_insert(
-    "trading_ranges",
-    _RANGE_TYPES,
-    # Most signals repeat the levels already stored: skip those row writes.
-    "ON CONFLICT (id) DO UPDATE SET creek = EXCLUDED.creek, ice = EXCLUDED.ice, jump = EXCLUDED.jump,"
-    " phase = EXCLUDED.phase, updated_at = now()"
-    " WHERE (trading_ranges.creek, trading_ranges.ice, trading_ranges.jump, trading_ranges.phase)"
-    " IS DISTINCT FROM (EXCLUDED.creek, EXCLUDED.ice, EXCLUDED.jump, EXCLUDED.phase)",
-)
 _CHANGING_TYPES = {name: _CAMPAIGN_TYPES[name] for name in _CAMPAIGN_CHANGING}
-_UPDATE_SOURCE, _ = _unnested({"id": "uuid", "expected_version": "int", **_CHANGING_TYPES})
-_UPDATE_CAMPAIGNS = (
-    f"UPDATE campaigns c SET ({', '.join(_CAMPAIGN_CHANGING)}) = ({_unnested(_CHANGING_TYPES)[1]})"
-    f" FROM {_UPDATE_SOURCE}"
-    " WHERE c.id = v.id AND c.version = v.expected_version RETURNING c.id"
-)
+_UPDATE_TYPES = {"id": "uuid", "expected_version": "int", **_CHANGING_TYPES}
+_OFFSET_TYPES = {"partition": "int", "next_offset": "bigint"}
+
+
+def _batch_write_sql() -> str:
+    """Every write of a batch as one statement of data-modifying CTEs: one round trip instead of eight.
+
+    Foreign keys are checked when the whole statement ends, so children may reference parents inserted beside them.
+    """
+    parameter = 1
+
+    def source(columns: dict[str, str]) -> tuple[str, str]:
+        nonlocal parameter
+        text, values = _unnested(columns, first_parameter=parameter)
+        parameter += len(columns)
+        return text, values
+
+    ranges, range_values = source(_RANGE_TYPES)
+    new_campaigns, new_campaign_values = source(_CAMPAIGN_TYPES)
+    changed, _ = source(_UPDATE_TYPES)
+    processed, processed_values = source(_PROCESSED_TYPES)
+    positions, position_values = source(_POSITION_TYPES)
+    messages, message_values = source(_OUTBOX_TYPES)
+    offsets, _ = source(_OFFSET_TYPES)
+    group, topic = f"${parameter}", f"${parameter + 1}"
+    changed_values = ", ".join(
+        f"v.{name}::numeric" if t == "numeric" else f"v.{name}" for name, t in _CHANGING_TYPES.items()
+    )
+    return f"""
+        WITH ranges AS (
+            INSERT INTO trading_ranges ({", ".join(_RANGE_TYPES)}) SELECT {range_values} FROM {ranges}
+            ON CONFLICT (id) DO UPDATE SET creek = EXCLUDED.creek, ice = EXCLUDED.ice, jump = EXCLUDED.jump,
+                phase = EXCLUDED.phase, updated_at = now()
+            -- Most signals repeat the levels already stored: skip those row writes.
+            WHERE (trading_ranges.creek, trading_ranges.ice, trading_ranges.jump, trading_ranges.phase)
+                IS DISTINCT FROM (EXCLUDED.creek, EXCLUDED.ice, EXCLUDED.jump, EXCLUDED.phase)
+        ), new_campaigns AS (
+            INSERT INTO campaigns ({", ".join(_CAMPAIGN_TYPES)}) SELECT {new_campaign_values} FROM {new_campaigns}
+        ), changed AS (
+            UPDATE campaigns c SET ({", ".join(_CAMPAIGN_CHANGING)}) = ({changed_values}) FROM {changed}
+            WHERE c.id = v.id AND c.version = v.expected_version RETURNING c.id
+        ), processed AS (
+            INSERT INTO processed_signals ({", ".join(_PROCESSED_TYPES)}) SELECT {processed_values} FROM {processed}
+        ), positions AS (
+            INSERT INTO campaign_positions ({", ".join(_POSITION_TYPES)}) SELECT {position_values} FROM {positions}
+        ), messages AS (
+            INSERT INTO outbox ({", ".join(_OUTBOX_TYPES)}) SELECT {message_values} FROM {messages} RETURNING 1
+        ), offsets AS (
+            UPDATE consumer_offsets o SET next_offset = GREATEST(o.next_offset, v.next_offset), updated_at = now()
+            FROM {offsets} WHERE o.consumer_group = {group} AND o.topic = {topic} AND o.partition = v.partition
+        )
+        SELECT ARRAY(SELECT id FROM changed) AS changed_ids,
+            -- Wakes the relay of whichever worker holds the relay lock; delivered at commit.
+            CASE WHEN EXISTS (SELECT FROM messages) THEN pg_notify('campaign_outbox', '') END AS notified
+    """
+
+
+_BATCH_WRITE = _batch_write_sql()
+
+
+@dataclass
+class BatchWrite:
+    """Everything one batch changes, written together by `CampaignStore.write`."""
+
+    consumer_group: str
+    topic: str
+    next_offsets: Mapping[int, int]
+    trading_ranges: Iterable[TradingRange] = ()
+    new_campaigns: Iterable[Campaign] = ()
+    changed_campaigns: Iterable[Campaign] = ()
+    loaded_versions: Mapping[UUID, int] = field(default_factory=dict)
+    processed: Iterable[ProcessedSignal] = ()
+    positions: Iterable[tuple[UUID, CampaignPosition]] = ()
+    outbox: Iterable[OutboxMessage] = ()
 
 
 class CampaignStore:
@@ -226,17 +275,6 @@ class CampaignStore:
         )
         return {row["partition"]: row["next_offset"] for row in rows}
 
-    async def save_offsets(self, group: str, topic: str, next_offsets: Mapping[int, int]) -> None:
-        await self.db.execute(
-            "UPDATE consumer_offsets o SET next_offset = GREATEST(o.next_offset, v.next_offset), updated_at = now()"
-            " FROM unnest($3::int[], $4::bigint[]) AS v(partition, next_offset)"
-            " WHERE o.consumer_group = $1 AND o.topic = $2 AND o.partition = v.partition",
-            group,
-            topic,
-            list(next_offsets),
-            list(next_offsets.values()),
-        )
-
     # --- signals -----------------------------------------------------------------------------------------------
 
     async def processed_signal_ids(self, signal_ids: Collection[UUID]) -> set[UUID]:
@@ -247,21 +285,6 @@ class CampaignStore:
             list(signal_ids),
         )
         return {row["signal_id"] for row in rows}
-
-    async def insert_processed_signals(self, records: Iterable[ProcessedSignal]) -> None:
-        rows = [vars(r) for r in records]
-        if rows:
-            await self.db.execute(_INSERT_PROCESSED, *_columns_of(rows, _PROCESSED_TYPES))
-
-    # --- trading ranges ----------------------------------------------------------------------------------------
-
-    async def upsert_trading_ranges(self, ranges: Iterable[TradingRange]) -> None:
-        # One row per range, in id order so that concurrent writers lock them in the same order.
-        rows = [
-            {**vars(r), "phase": str(r.phase)} for r in sorted({r.id: r for r in ranges}.values(), key=lambda r: r.id)
-        ]
-        if rows:
-            await self.db.execute(_UPSERT_RANGES, *_columns_of(rows, _RANGE_TYPES))
 
     # --- campaigns ---------------------------------------------------------------------------------------------
 
@@ -307,35 +330,18 @@ class CampaignStore:
         )
         return {row["campaign_id"] for row in rows}
 
-    async def insert_campaigns(self, new: Iterable[Campaign]) -> None:
-        rows = [_campaign_row(c) for c in new]
-        if rows:
-            await self.db.execute(_INSERT_CAMPAIGNS, *_columns_of(rows, _CAMPAIGN_TYPES))
+    # --- writing ---------------------------------------------------------------------------------------------
 
-    async def update_campaigns(self, changed: Iterable[Campaign], loaded_versions: Mapping[UUID, int]) -> None:
-        """Writes each campaign's new state if it still has the version we read; else VersionConflict."""
-        rows = [_campaign_row(c) for c in changed]
-        if not rows:
-            return
-        for row in rows:
-            row["expected_version"] = loaded_versions[row["id"]]
-        updated = await self.db.fetch(
-            _UPDATE_CAMPAIGNS, *_columns_of(rows, {"id": "uuid", "expected_version": "int", **_CHANGING_TYPES})
-        )
-        if len(updated) != len(rows):
-            ids = {row["id"] for row in updated}
-            missing = [row["campaign_id"] for row in rows if row["id"] not in ids]
-            raise VersionConflict(f"campaigns changed concurrently: {', '.join(missing)}")
+    async def write(self, batch: BatchWrite) -> None:
+        """Ranges, campaigns (new and changed), processed signals, positions, outbox and offsets, in one statement.
 
-    async def insert_positions(self, positions: Iterable[tuple[UUID, CampaignPosition]]) -> None:
-        rows = [_position_row(campaign_id, p) for campaign_id, p in positions]
-        if rows:
-            await self.db.execute(_INSERT_POSITIONS, *_columns_of(rows, _POSITION_TYPES))
-
-    # --- outbox ------------------------------------------------------------------------------------------------
-
-    async def append_to_outbox(self, messages: Iterable[OutboxMessage]) -> None:
-        rows = [
+        A changed campaign is written only if it still has the version we read; else VersionConflict."""
+        # One row per range, in id order so that concurrent writers lock them in the same order.
+        ranges = sorted({r.id: r for r in batch.trading_ranges}.values(), key=lambda r: r.id)
+        changed = [_campaign_row(c) for c in batch.changed_campaigns]
+        for row in changed:
+            row["expected_version"] = batch.loaded_versions[row["id"]]
+        messages = [
             {
                 "event_id": m.event_id,
                 "topic": m.topic,
@@ -344,12 +350,25 @@ class CampaignStore:
                 "headers": json.dumps(m.headers),
                 "aggregate_id": m.aggregate_id,
             }
-            for m in messages
+            for m in batch.outbox
         ]
-        if rows:
-            await self.db.execute(_INSERT_OUTBOX, *_columns_of(rows, _OUTBOX_TYPES))
-            # Wakes the relay of whichever worker holds the relay lock; delivered at commit.
-            await self.db.execute("SELECT pg_notify('campaign_outbox', '')")
+        offsets = [{"partition": p, "next_offset": o} for p, o in batch.next_offsets.items()]
+        row = await self.db.fetchrow(
+            _BATCH_WRITE,
+            *_columns_of([{**vars(r), "phase": str(r.phase)} for r in ranges], _RANGE_TYPES),
+            *_columns_of([_campaign_row(c) for c in batch.new_campaigns], _CAMPAIGN_TYPES),
+            *_columns_of(changed, _UPDATE_TYPES),
+            *_columns_of([vars(p) for p in batch.processed], _PROCESSED_TYPES),
+            *_columns_of([_position_row(campaign_id, p) for campaign_id, p in batch.positions], _POSITION_TYPES),
+            *_columns_of(messages, _OUTBOX_TYPES),
+            *_columns_of(offsets, _OFFSET_TYPES),
+            batch.consumer_group,
+            batch.topic,
+        )
+        if len(row["changed_ids"]) != len(changed):
+            written = set(row["changed_ids"])
+            missing = [r["campaign_id"] for r in changed if r["id"] not in written]
+            raise VersionConflict(f"campaigns changed concurrently: {', '.join(missing)}")
 
 
 class Database:
@@ -370,13 +389,14 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[CampaignStore]:
-        """One unit of work: commits when the block ends, rolls back if it raises."""
-        async with self.engine.begin() as connection:
-            # SQLAlchemy opens the driver's transaction lazily, on the first statement: open it now, so that every
-            # statement sent to the driver connection below runs inside it.
-            await connection.exec_driver_sql("SELECT 1")
+        """One unit of work: commits when the block ends, rolls back if it raises.
+
+        The pool is SQLAlchemy's; the transaction is the driver's own, so that BEGIN and COMMIT are the only round
+        trips it adds (SQLAlchemy's begin costs one more, and every statement here goes to the driver anyway)."""
+        async with self.engine.connect() as connection:
             driver = (await connection.get_raw_connection()).driver_connection
-            yield CampaignStore(driver)
+            async with driver.transaction():
+                yield CampaignStore(driver)
 
     async def dispose(self) -> None:
         await self.engine.dispose()

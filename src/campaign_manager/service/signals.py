@@ -20,7 +20,7 @@ from campaign_manager.contracts import TradeSignalMessage
 from campaign_manager.domain.campaign import Campaign, CampaignPosition, human_campaign_id
 from campaign_manager.domain.errors import RuleViolation
 from campaign_manager.domain.events import AllocationNearLimit, CampaignCreated, PositionAdded
-from campaign_manager.persistence.store import CampaignKey, CampaignStore, OutboxMessage, ProcessedSignal
+from campaign_manager.persistence.store import BatchWrite, CampaignKey, CampaignStore, OutboxMessage, ProcessedSignal
 from campaign_manager.service.outgoing import EventSerializer, dead_letter_message
 from campaign_manager.service.records import ConsumedRecord
 
@@ -180,14 +180,21 @@ async def apply_signal_batch(
         processed.append(_processed(r, outcome, campaign.id, None))
         result.outcomes.append(_outcome(r.message, outcome, campaign))
 
-    # 4. Write everything, parents before children.
-    await store.upsert_trading_ranges(s.trading_range for s in entry_signals)
-    await store.insert_campaigns(created.values())
-    await store.update_campaigns(changed.values(), loaded_versions)
-    await store.insert_processed_signals(processed)
-    await store.insert_positions(new_positions)
-    await store.append_to_outbox(outbox)
-    await store.save_offsets(policy.consumer_group, topic, result.next_offsets)
+    # 4. Write everything, in one statement.
+    await store.write(
+        BatchWrite(
+            consumer_group=policy.consumer_group,
+            topic=topic,
+            next_offsets=result.next_offsets,
+            trading_ranges=[s.trading_range for s in entry_signals],
+            new_campaigns=created.values(),
+            changed_campaigns=changed.values(),
+            loaded_versions=loaded_versions,
+            processed=processed,
+            positions=new_positions,
+            outbox=outbox,
+        )
+    )
     result.events_written = len(outbox)
     return result
 
