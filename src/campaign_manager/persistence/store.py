@@ -27,8 +27,8 @@ from campaign_manager.domain.campaign import (
 )
 from campaign_manager.persistence.tables import campaign_positions, campaigns
 
-CampaignKey = tuple[str, UUID]
-_HUMAN_ID_SUFFIX = re.compile(r"(?<=\d{4}-\d{2}-\d{2})-\d+$")  # (portfolio_id, trading_range_id)
+CampaignKey = tuple[str, UUID]  # (portfolio_id, trading_range_id)
+_HUMAN_ID_SUFFIX = re.compile(r"(?<=\d{4}-\d{2}-\d{2})-\d+$")
 
 
 class VersionConflict(Exception):
@@ -239,12 +239,12 @@ class BatchWrite:
 
 
 class CampaignStore:
-    """The write side. Lookups by many keys join `unnest($1::type[])` rather than `= ANY($1)`: with a prepared
-    statement's generic plan, ANY over a parameter array scans the table comparing every row to every key.
+    """The signal path's reads and writes, on the unit of work's connection.
 
-     Batch statements go straight to asyncpg on the transaction's own connection: one array
-    parameter per column instead of SQLAlchemy's per-row parameter processing, which cost more than the database
-    work itself at thousands of rows per second."""
+    Statements go straight to asyncpg, with one array parameter per column: SQLAlchemy's per-row parameter
+    processing cost more than the database work itself at thousands of rows a second. Lookups by many keys join
+    `unnest($1::type[])` rather than `= ANY($1)`: under a prepared statement's generic plan, ANY over a parameter
+    array scans the whole table comparing every row to every key."""
 
     def __init__(self, driver: Any) -> None:
         self.db = driver  # asyncpg.Connection, inside the unit of work's transaction
