@@ -116,3 +116,18 @@ async def test_health_endpoints_answer(client: httpx.AsyncClient) -> None:
     ready = await client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"]["database"] == "ok"
+
+
+async def test_campaign_list_filters_by_portfolio(client: httpx.AsyncClient, database: Database) -> None:
+    feed, processor = SignalFeed(), make_processor(database)
+    range_ = trading_range(symbol=unique_symbol())
+    mine, theirs = f"pf-{uuid4().hex[:8]}", f"pf-{uuid4().hex[:8]}"
+    await process(
+        processor,
+        feed,
+        [feed.record(trade_signal(range_, portfolio_id=mine)), feed.record(trade_signal(range_, portfolio_id=theirs))],
+    )
+
+    body = (await client.get("/api/v1/campaigns", params={"portfolio_id": mine})).json()
+
+    assert [c["portfolio_id"] for c in body["data"]] == [mine]

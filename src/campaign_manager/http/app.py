@@ -51,12 +51,18 @@ def create_app(database: Database, readiness_checks: dict[str, Callable[[], str 
     async def list_campaigns(
         symbol: Annotated[str | None, Query(min_length=1, max_length=20)] = None,
         status: Annotated[CampaignStatus | None, Query()] = None,
+        portfolio_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
         limit: Annotated[int, Query(ge=1, le=100)] = 50,
         offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     ) -> CampaignList:
         async with database.engine.connect() as connection:
             page = await queries.list_campaigns(
-                connection, symbol=symbol, status=str(status) if status else None, limit=limit, offset=offset
+                connection,
+                symbol=symbol,
+                status=str(status) if status else None,
+                portfolio_id=portfolio_id,
+                limit=limit,
+                offset=offset,
             )
         data = [campaign_document(c, r) for c, r in page.campaigns]
         return CampaignList.model_validate(

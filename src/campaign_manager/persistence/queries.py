@@ -40,13 +40,21 @@ async def _with_details(connection: AsyncConnection, rows: list) -> list[tuple[C
 
 
 async def list_campaigns(
-    connection: AsyncConnection, *, symbol: str | None, status: str | None, limit: int, offset: int
+    connection: AsyncConnection,
+    *,
+    symbol: str | None,
+    status: str | None,
+    limit: int,
+    offset: int,
+    portfolio_id: str | None = None,
 ) -> CampaignPage:
     conditions = []
     if symbol is not None:
         conditions.append(campaigns.c.symbol == symbol)
     if status is not None:
         conditions.append(campaigns.c.status == status)
+    if portfolio_id is not None:
+        conditions.append(campaigns.c.portfolio_id == portfolio_id)
     total = (await connection.execute(select(func.count()).select_from(campaigns).where(*conditions))).scalar_one()
     rows = (
         (
