@@ -24,11 +24,15 @@ class SignalFeed:
     _next_offsets: dict[int, count] = field(default_factory=dict)
 
     def record(
-        self, value: dict[str, Any] | bytes | None, partition: int = 0, key: bytes | None = None
+        self,
+        value: dict[str, Any] | bytes | None,
+        partition: int = 0,
+        key: bytes | None = None,
+        headers: tuple[tuple[str, bytes], ...] = (),
     ) -> ParsedRecord:
         offsets = self._next_offsets.setdefault(partition, count())
         raw = json.dumps(value).encode() if isinstance(value, dict) else value
-        return parse_signal_record(ConsumedRecord(self.topic, partition, next(offsets), key, raw))
+        return parse_signal_record(ConsumedRecord(self.topic, partition, next(offsets), key, raw, headers))
 
 
 def make_processor(database: Database, default_portfolio_value: Decimal | None = None) -> SignalProcessor:

@@ -335,3 +335,24 @@ async def test_a_record_that_keeps_crashing_the_handler_is_dead_lettered_and_the
     assert "boom: unexpected state" in dead.reason
     assert result.next_offsets == {0: 3}
     assert len(await campaigns_of(database, portfolio)) == 2
+
+
+async def test_a_dead_letter_keeps_headers_postgresql_cannot_store_as_escaped_text(database: Database) -> None:
+    feed, processor = SignalFeed(), make_processor(database)
+
+    # NUL is valid UTF-8 but jsonb refuses it; \xff is not UTF-8 at all.
+    result = await process(
+        processor, feed, [feed.record(b"\x00not json", headers=(("trace", b"a\x00b"), ("raw", b"\xff")))]
+    )
+
+    (dead,) = result.dead_letters
+    assert dead.error_type == "DecodeError"
+    async with database.engine.connect() as connection:
+        row = (
+            (await connection.execute(select(outbox).where(outbox.c.headers["x-original-topic"].astext == feed.topic)))
+            .mappings()
+            .one()
+        )
+    assert row["payload"] == b"\x00not json"
+    assert row["headers"]["trace"] == "a\\x00b"
+    assert row["headers"]["raw"] == "\\xff"

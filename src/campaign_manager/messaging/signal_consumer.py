@@ -32,6 +32,8 @@ from campaign_manager.settings import Settings
 
 log = structlog.get_logger(__name__)
 
+BATCH_FAILED_PAUSE_S = 1.0  # a batch that could not even be dead-lettered: the database itself is failing
+
 
 def consumed_record(raw: ConsumerRecord) -> ConsumedRecord:
     return ConsumedRecord(
@@ -124,10 +126,29 @@ def register_signal_subscriber(
     async def on_trade_signals(body: Any, message: KafkaMessage = Context("message")) -> None:
         raw_records: tuple[ConsumerRecord, ...] = message.raw_message
         parsed = [parse_signal_record(consumed_record(raw)) for raw in raw_records]
-        result = await processor.process(settings.signals_topic, parsed)
+        try:
+            result = await processor.process(settings.signals_topic, parsed)
+        except Exception:  # noqa: BLE001 - logged by the processor; handled by reading the batch again
+            # Nothing of this batch was stored. Left as it is, the consumer would go on with the next records and
+            # their offsets would pass over these: read them again instead, after a pause.
+            _rewind(subscriber.consumer, raw_records)
+            await asyncio.sleep(BATCH_FAILED_PAUSE_S)
+            return
         offset_mirror.mirror(result.next_offsets)
 
     return subscriber
+
+
+def _rewind(consumer: Any, records: tuple[ConsumerRecord, ...]) -> None:
+    if consumer is None:
+        return
+    first_offsets: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        first_offsets[tp] = min(first_offsets.get(tp, record.offset), record.offset)
+    for tp, offset in first_offsets.items():
+        if tp in consumer.assignment():
+            consumer.seek(tp, offset)
 
 
 class KafkaOffsetMirror:

@@ -131,10 +131,13 @@ class EventSerializer:
 
 def dead_letter_message(record: ConsumedRecord, *, reason: str, error_type: str, dlq_topic: str) -> OutboxMessage:
     """The original bytes and headers, plus why they could not be used."""
-    headers = {name: value.decode("utf-8", errors="backslashreplace") for name, value in record.headers}
+    # Text, as PostgreSQL can store it: undecodable bytes and NUL (which jsonb refuses) become backslash escapes.
+    headers = {
+        _storable(name): _storable(value.decode("utf-8", errors="backslashreplace")) for name, value in record.headers
+    }
     headers.update(
         {
-            "x-dlq-reason": reason,
+            "x-dlq-reason": _storable(reason),
             "x-dlq-error-type": error_type,
             "x-original-topic": record.topic,
             "x-original-partition": str(record.partition),
@@ -142,3 +145,7 @@ def dead_letter_message(record: ConsumedRecord, *, reason: str, error_type: str,
         }
     )
     return OutboxMessage(topic=dlq_topic, key=record.key, payload=record.value or b"", headers=headers)
+
+
+def _storable(text: str) -> str:
+    return text.replace("\x00", "\\x00")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 
@@ -60,7 +60,12 @@ class SignalProcessor:
         except _GaveUp as gave_up:
             reason = f"processing failed {MAX_FAILED_ATTEMPTS} times: {type(gave_up.error).__name__}: {gave_up.error}"
             poison = InvalidRecord(record.record, reason[:1000], "ProcessingError")
+        try:
             return await self._commit_with_retries(topic, [poison])
+        except _GaveUp:
+            # Not even its dead letter could be stored: try once more without the record's own headers.
+            bare = InvalidRecord(replace(poison.record, headers=()), poison.reason, poison.error_type)
+            return await self._commit_with_retries(topic, [bare])
 
     async def _commit_with_retries(self, topic: str, records: Sequence[ParsedRecord]) -> BatchResult:
         conflicts = failures = unavailable = 0
