@@ -131,3 +131,15 @@ async def test_campaign_list_filters_by_portfolio(client: httpx.AsyncClient, dat
     body = (await client.get("/api/v1/campaigns", params={"portfolio_id": mine})).json()
 
     assert [c["portfolio_id"] for c in body["data"]] == [mine]
+
+
+async def test_a_campaign_whose_symbol_has_a_slash_is_found_by_human_id(
+    client: httpx.AsyncClient, database: Database
+) -> None:
+    symbol = f"E{uuid4().hex[:4].upper()}/USD"
+    await seed(database, symbol)
+
+    response = await client.get(f"/api/v1/campaigns/{symbol}-2024-10-15")
+
+    assert response.status_code == 200
+    assert response.json()["symbol"] == symbol

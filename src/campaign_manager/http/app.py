@@ -79,7 +79,7 @@ def create_app(database: Database, readiness_checks: dict[str, Callable[[], str 
         )
 
     @app.get(
-        "/api/v1/campaigns/{campaign_id}",
+        "/api/v1/campaigns/{campaign_id:path}",
         response_model=CampaignSnapshot,
         responses={404: {"model": ErrorBody}},
         tags=["campaigns"],
