@@ -5,8 +5,8 @@ handler raised, and `ack()` commits the position of every assigned partition. In
 - the offsets a batch advances are stored in PostgreSQL in the batch's own transaction (the truth);
 - on assignment the consumer seeks to those stored offsets, so a Kafka commit that ran ahead can never skip a
   record, and one that lags only causes re-reads that the stored offsets filter out;
-- after the transaction commits, the same offsets are committed to Kafka explicitly, per partition and in the
-  background, so that lag metrics and autoscalers see progress.
+- after the transaction commits, the same offsets are committed to Kafka explicitly, per partition, so that lag
+  metrics and autoscalers see progress.
 """
 
 from __future__ import annotations
@@ -120,8 +120,6 @@ def register_signal_subscriber(
     )
     subscriber_ref.append(subscriber)
 
-    offset_mirror = KafkaOffsetMirror(lambda: subscriber.consumer, settings.signals_topic)
-
     @subscriber
     async def on_trade_signals(body: Any, message: KafkaMessage = Context("message")) -> None:
         raw_records: tuple[ConsumerRecord, ...] = message.raw_message
@@ -134,7 +132,7 @@ def register_signal_subscriber(
             _rewind(subscriber.consumer, raw_records)
             await asyncio.sleep(BATCH_FAILED_PAUSE_S)
             return
-        offset_mirror.mirror(result.next_offsets)
+        await _mirror_offsets(subscriber.consumer, settings.signals_topic, result.next_offsets)
 
     return subscriber
 
@@ -151,37 +149,16 @@ def _rewind(consumer: Any, records: tuple[ConsumerRecord, ...]) -> None:
             consumer.seek(tp, offset)
 
 
-class KafkaOffsetMirror:
-    """Mirrors the offsets PostgreSQL holds into Kafka's group offsets, so lag metrics and autoscalers see progress.
-
-    In the background, at most one commit at a time, always the newest offsets: the consumer never waits for
-    the broker's answer, and a failed or skipped commit loses nothing because PostgreSQL, not Kafka, decides
-    where to resume.
-    """
-
-    def __init__(self, consumer: Callable[[], Any], topic: str) -> None:
-        self._consumer = consumer
-        self._topic = topic
-        self._pending: dict[int, int] = {}
-        self._task: asyncio.Task[None] | None = None
-
-    def mirror(self, next_offsets: dict[int, int]) -> None:
-        self._pending.update(next_offsets)
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._commit_pending(), name="kafka-offset-mirror")
-
-    async def _commit_pending(self) -> None:
-        while self._pending:
-            pending, self._pending = self._pending, {}
-            consumer = self._consumer()
-            if consumer is None:
-                return
-            assigned = consumer.assignment()
-            offsets = {TopicPartition(self._topic, p): o for p, o in pending.items()}
-            offsets = {tp: o for tp, o in offsets.items() if tp in assigned}
-            if not offsets:
-                continue
-            try:
-                await consumer.commit(offsets)
-            except Exception as error:  # noqa: BLE001 - typically a rebalance in progress; the next batch commits
-                log.debug("kafka_commit_hint_failed", error=str(error)[:300])
+async def _mirror_offsets(consumer: Any, topic: str, next_offsets: dict[int, int]) -> None:
+    """Mirror the stored offsets into Kafka's group offsets, so lag metrics and autoscalers see progress.
+    PostgreSQL, not Kafka, decides where to resume, so a failed commit here loses nothing."""
+    if consumer is None or not next_offsets:
+        return
+    assigned = consumer.assignment()
+    offsets = {TopicPartition(topic, p): o for p, o in next_offsets.items() if TopicPartition(topic, p) in assigned}
+    if not offsets:
+        return
+    try:
+        await consumer.commit(offsets)
+    except Exception as error:  # noqa: BLE001 - typically a rebalance in progress; the next batch commits again
+        log.debug("kafka_commit_hint_failed", error=str(error)[:300])
