@@ -44,7 +44,7 @@ def servers_for(settings: Settings) -> Any:
     """The configured servers, or embedded ones started (and stopped afterwards) for those left unset."""
     with contextlib.ExitStack() as stack:
         database_url = settings.database_url
-        if database_url is None:
+        if settings.uses_embedded_database:
             from campaign_manager.embedded import start_embedded_postgres
 
             embedded_pg = start_embedded_postgres(settings.data_dir / "postgres")
@@ -52,7 +52,7 @@ def servers_for(settings: Settings) -> Any:
             database_url = embedded_pg.url
             log.info("embedded_postgres_started", data_dir=str(settings.data_dir / "postgres"))
         bootstrap = settings.kafka_bootstrap_servers
-        if bootstrap is None:
+        if settings.uses_embedded_kafka:
             from campaign_manager.embedded import start_embedded_kafka
 
             embedded_kafka = start_embedded_kafka(settings.embedded_kafka_port)
@@ -65,7 +65,6 @@ def build_broker(settings: Settings, bootstrap_servers: str) -> KafkaBroker:
     return KafkaBroker(
         bootstrap_servers,
         client_id=settings.kafka_client_id,
-        acks="all",
         graceful_timeout=15.0,
         # Not "faststream": FastStream gives that logger its own handler and stops it propagating. A logger of
         # ours reaches the root handler, so FastStream's lines come out as JSON at our level.

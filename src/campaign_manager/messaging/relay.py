@@ -38,8 +38,6 @@ class OutboxRelay:
         self.send = send
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
-        self.is_leader = False
-        self.published_total = 0
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -60,8 +58,6 @@ class OutboxRelay:
                 attempt += 1
                 log.warning("outbox_relay_interrupted", attempt=attempt, error=str(error)[:300])
                 await self._sleep(backoff_seconds(attempt))
-            finally:
-                self.is_leader = False
 
     def stop(self) -> None:
         """Publish what is already committed, then leave `run` (the caller bounds how long it waits)."""
@@ -75,7 +71,6 @@ class OutboxRelay:
         if not await driver.fetchval(f"SELECT pg_try_advisory_lock({RELAY_LOCK_SQL})"):
             await self._sleep(1.0)  # another worker relays; check again for a takeover
             return False
-        self.is_leader = True
         log.info("outbox_relay_leading")
 
         def on_notify(*_: object) -> None:
@@ -123,7 +118,6 @@ class OutboxRelay:
         ]
         if delivered:
             await driver.execute("UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", delivered)
-            self.published_total += len(delivered)
             log.debug(
                 "outbox_published",
                 messages=len(delivered),
