@@ -11,19 +11,22 @@ from uuid import uuid4
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from campaign_manager.examples import aapl_campaign_signals, encode
+from campaign_manager.messaging.kafka_clients import client_options
 from campaign_manager.settings import Settings
 
 
 async def run_demo(settings: Settings, bootstrap_servers: str, timeout_s: float = 30.0) -> int:
     signals = aapl_campaign_signals()
     signal_ids = {s["id"] for s in signals}
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+    options = client_options(settings)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", **options)
     # A fresh group reading from the start: the embedded broker cannot answer "latest" correctly.
     consumer = AIOKafkaConsumer(
         settings.events_topic,
         bootstrap_servers=bootstrap_servers,
         group_id=f"campaign-manager-demo-{uuid4()}",
         auto_offset_reset="earliest",
+        **options,
     )
     await producer.start()
     await consumer.start()

@@ -1,4 +1,5 @@
-"""JSON Schemas of the wire contracts, generated from the pydantic models into `schemas/`."""
+"""The documents in `schemas/`: JSON Schemas of the wire contracts, generated from the pydantic models; the
+AsyncAPI document of the topics; the OpenAPI document of the HTTP API."""
 
 from __future__ import annotations
 
@@ -16,6 +17,21 @@ def contract_schemas() -> dict[str, dict[str, Any]]:
     }
 
 
+def openapi_document() -> dict[str, Any]:
+    from campaign_manager.http.app import create_app
+    from campaign_manager.persistence.store import Database
+
+    # Describing the routes runs none of them: the engine is created but never connects.
+    return create_app(Database.connect("postgresql+asyncpg://localhost/unused")).openapi()
+
+
+def documents() -> dict[str, dict[str, Any]]:
+    """Every file `make schemas` writes, by name."""
+    from campaign_manager.asyncapi import asyncapi_document
+
+    return {**contract_schemas(), "asyncapi.json": asyncapi_document(), "openapi.json": openapi_document()}
+
+
 def render(schema: dict[str, Any]) -> str:
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
@@ -23,7 +39,7 @@ def render(schema: dict[str, Any]) -> str:
 def write_schemas(directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, schema in contract_schemas().items():
+    for name, schema in documents().items():
         path = directory / name
         path.write_text(render(schema))
         written.append(path)

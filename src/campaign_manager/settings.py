@@ -5,12 +5,17 @@ One class, one source of truth: the CLI, the worker, the HTTP API and the tests 
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, FilePath, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MASK = "**********"
+# `scheme://user:password@host` and `?password=...`: the parts of a URL that must never be printed.
+_URL_PASSWORD = re.compile(r"(?P<head>://[^:/@]*:)[^@]*(?=@)|(?P<query>[?&]password=)[^&]*")
 
 
 class Settings(BaseSettings):
@@ -52,6 +57,19 @@ class Settings(BaseSettings):
         default=50, ge=0, description="How long the broker may hold a fetch that has no new records."
     )
 
+    # --- Kafka security: messaging/kafka_clients.py turns these into client arguments ---
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: FilePath | None = Field(
+        default=None, description="PEM bundle of the CAs that sign the brokers' certificates; unset: the system's."
+    )
+    kafka_ssl_certfile: FilePath | None = Field(default=None, description="Client certificate (PEM) for mutual TLS.")
+    kafka_ssl_keyfile: FilePath | None = Field(
+        default=None, description="Private key of KAFKA_SSL_CERTFILE, if that file does not hold it."
+    )
+
     # --- outbox relay ---
     relay_batch_size: int = Field(default=2_000, ge=1)
     relay_poll_interval_ms: int = Field(
@@ -71,10 +89,54 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     api_token: SecretStr | None = None
+    ready_max_outbox_age_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="GET /readyz fails (503) while the oldest unpublished outbox event is older than this.",
+    )
 
     # --- logging ---
     log_format: Literal["json", "console"] = "json"
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _check_kafka_security(self) -> Settings:
+        protocol = self.kafka_security_protocol
+        sasl = {
+            "KAFKA_SASL_MECHANISM": self.kafka_sasl_mechanism,
+            "KAFKA_SASL_USERNAME": self.kafka_sasl_username,
+            "KAFKA_SASL_PASSWORD": self.kafka_sasl_password,
+        }
+        tls_files = {
+            "KAFKA_SSL_CAFILE": self.kafka_ssl_cafile,
+            "KAFKA_SSL_CERTFILE": self.kafka_ssl_certfile,
+            "KAFKA_SSL_KEYFILE": self.kafka_ssl_keyfile,
+        }
+        if protocol.startswith("SASL_"):
+            if missing := [name for name, value in sasl.items() if not _is_set(value)]:
+                raise ValueError(f"KAFKA_SECURITY_PROTOCOL={protocol} needs {', '.join(missing)}")
+        elif stray := [name for name, value in sasl.items() if _is_set(value)]:
+            raise ValueError(
+                f"{', '.join(stray)} set, but KAFKA_SECURITY_PROTOCOL={protocol} does not use SASL "
+                "(set it to SASL_SSL or SASL_PLAINTEXT)"
+            )
+        if not protocol.endswith("SSL") and (stray := [name for name, value in tls_files.items() if value]):
+            raise ValueError(
+                f"{', '.join(stray)} set, but KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS "
+                "(set it to SSL or SASL_SSL)"
+            )
+        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
+            raise ValueError("KAFKA_SSL_KEYFILE needs KAFKA_SSL_CERTFILE, the certificate the key belongs to")
+        if protocol != "PLAINTEXT" and self.uses_embedded_kafka:
+            raise ValueError(
+                f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_BOOTSTRAP_SERVERS: the embedded broker speaks "
+                "PLAINTEXT only"
+            )
+        return self
+
+    def as_environment(self) -> dict[str, str]:
+        """Every variable as NAME -> value, secrets masked (`campaign-manager config`). Empty means unset."""
+        return {name.upper(): _printable(getattr(self, name)) for name in type(self).model_fields}
 
     @property
     def signals_dlq_topic(self) -> str:
@@ -87,3 +149,24 @@ class Settings(BaseSettings):
     @property
     def uses_embedded_kafka(self) -> bool:
         return self.kafka_bootstrap_servers is None
+
+
+def _is_set(value: object) -> bool:
+    if isinstance(value, SecretStr):
+        return bool(value.get_secret_value())
+    return value is not None and value != ""
+
+
+def _printable(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, SecretStr):
+        return MASK if value.get_secret_value() else ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return mask_url_password(str(value))
+
+
+def mask_url_password(text: str) -> str:
+    """`postgresql+asyncpg://user:secret@host/db` -> `postgresql+asyncpg://user:**********@host/db`."""
+    return _URL_PASSWORD.sub(lambda m: (m.group("head") or m.group("query")) + MASK, text)

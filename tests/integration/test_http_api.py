@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from uuid import uuid4
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
 
+from campaign_manager.embedded import free_port
 from campaign_manager.examples import aapl_campaign_signals, trade_signal, trading_range
 from campaign_manager.http.app import create_app
+from campaign_manager.metrics import Metrics
 from campaign_manager.persistence.store import Database
-from campaign_manager.persistence.tables import campaigns
+from campaign_manager.persistence.tables import campaigns, outbox
 from tests.factories import SignalFeed, make_processor, process
 
 pytestmark = [pytest.mark.integration, pytest.mark.database]
@@ -143,3 +149,102 @@ async def test_a_campaign_whose_symbol_has_a_slash_is_found_by_human_id(
 
     assert response.status_code == 200
     assert response.json()["symbol"] == symbol
+
+
+@asynccontextmanager
+async def unsent_event_at_the_head_of_the_outbox(database: Database, age_s: int) -> AsyncIterator[None]:
+    # A negative id sorts before every id the sequence gives: this row is the next one the relay would send, whatever
+    # other tests left unsent.
+    row_id = -secrets.randbelow(2**62) - 1
+    async with database.engine.begin() as connection:
+        await connection.execute(
+            outbox.insert().values(
+                id=row_id,
+                topic="campaign-events",
+                payload=b"{}",
+                headers={},
+                created_at=text(f"now() - interval '{age_s} seconds'"),
+            )
+        )
+    try:
+        yield
+    finally:
+        async with database.engine.begin() as connection:
+            await connection.execute(outbox.delete().where(outbox.c.id == row_id))
+
+
+async def test_readiness_fails_naming_the_outbox_while_its_oldest_event_waits_too_long(database: Database) -> None:
+    transport = httpx.ASGITransport(app=create_app(database, max_outbox_age_s=1800))
+    async with (
+        httpx.AsyncClient(transport=transport, base_url="http://api") as client,
+        unsent_event_at_the_head_of_the_outbox(database, age_s=3600),
+    ):
+        response = await client.get("/readyz")
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "not ready"
+    assert body["failing"] == ["outbox"]
+    assert body["checks"]["database"] == "ok"
+    assert body["checks"]["outbox"].startswith("lagging: the oldest unpublished event is 3600s old (limit 1800s)")
+
+
+async def test_readiness_passes_while_the_outbox_keeps_up(database: Database) -> None:
+    transport = httpx.ASGITransport(app=create_app(database, max_outbox_age_s=86_400))
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        response = await client.get("/readyz")
+
+    assert response.status_code == 200
+    assert response.json()["checks"] == {"database": "ok", "outbox": "ok"}
+
+
+async def test_readiness_names_the_database_when_it_cannot_be_reached() -> None:
+    unreachable = Database.connect(f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/none")
+    transport = httpx.ASGITransport(app=create_app(unreachable, max_outbox_age_s=60))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            response = await client.get("/readyz")
+    finally:
+        await unreachable.dispose()
+
+    assert response.status_code == 503
+    assert response.json()["failing"] == ["database", "outbox"]
+    assert response.json()["checks"]["outbox"] == "unknown: database unreachable"
+
+
+async def test_metrics_are_served_in_prometheus_text_format_with_the_outbox_backlog(database: Database) -> None:
+    metrics = Metrics()
+    transport = httpx.ASGITransport(app=create_app(database, metrics=metrics))
+    async with (
+        httpx.AsyncClient(transport=transport, base_url="http://api") as client,
+        unsent_event_at_the_head_of_the_outbox(database, age_s=90),
+    ):
+        response = await client.get("/metrics")
+        schema = (await client.get("/openapi.json")).json()
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=")
+    families = {family.name: family for family in text_string_to_metric_families(response.text)}
+    assert families["campaign_manager_outbox_backlog"].samples[0].value >= 1
+    assert families["campaign_manager_outbox_oldest_unsent_age_seconds"].samples[0].value >= 90
+    assert "campaign_manager_signals_processed" in families
+    assert "/metrics" not in schema["paths"]
+
+
+@pytest.mark.parametrize(
+    "params", [{"symbol": "AA\x00PL"}, {"portfolio_id": "\x00"}, {"symbol": "AAPL", "portfolio_id": "pf\x00"}]
+)
+async def test_a_filter_with_a_nul_character_finds_nothing_rather_than_failing(
+    client: httpx.AsyncClient, params: dict
+) -> None:
+    response = await client.get("/api/v1/campaigns", params=params)
+
+    assert response.status_code == 200
+    assert response.json()["pagination"]["total_count"] == 0
+
+
+async def test_a_campaign_id_with_a_nul_character_is_not_found(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/v1/campaigns/AAPL%00-2024-10-15")
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Campaign not found"}

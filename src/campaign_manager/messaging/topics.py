@@ -3,6 +3,9 @@ default, which limits how many workers the group can use)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -10,8 +13,15 @@ from aiokafka.errors import TopicAlreadyExistsError
 log = structlog.get_logger(__name__)
 
 
-async def ensure_topics(bootstrap_servers: str, topics: dict[str, int], replication_factor: int = 1) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="campaign-manager-admin")
+async def ensure_topics(
+    bootstrap_servers: str,
+    topics: dict[str, int],
+    replication_factor: int = 1,
+    client_options: Mapping[str, Any] | None = None,
+) -> None:
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, client_id="campaign-manager-admin", **(client_options or {})
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
