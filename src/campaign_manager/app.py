@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,14 +17,16 @@ from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 
 from campaign_manager.http.app import create_app
+from campaign_manager.messaging.kafka_clients import client_options, kafka_security
 from campaign_manager.messaging.relay import OutboxRelay
 from campaign_manager.messaging.signal_consumer import register_signal_subscriber
 from campaign_manager.messaging.topics import ensure_topics
+from campaign_manager.metrics import Metrics, partition_lags
 from campaign_manager.persistence.migrate import upgrade_to_head
 from campaign_manager.persistence.store import Database
 from campaign_manager.persistence.tables import consumer_offsets
 from campaign_manager.service.processor import SignalProcessor
-from campaign_manager.service.signals import SignalPolicy
+from campaign_manager.service.signals import BatchResult, SignalPolicy
 from campaign_manager.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -61,10 +63,12 @@ def servers_for(settings: Settings) -> Any:
         yield Servers(database_url, bootstrap, broker_starts_empty=settings.uses_embedded_kafka)
 
 
-def build_broker(settings: Settings, bootstrap_servers: str) -> KafkaBroker:
+def build_broker(settings: Settings, bootstrap_servers: str, middlewares: Sequence[Any] = ()) -> KafkaBroker:
     return KafkaBroker(
         bootstrap_servers,
+        middlewares=middlewares,
         client_id=settings.kafka_client_id,
+        security=kafka_security(settings),
         graceful_timeout=15.0,
         # Not "faststream": FastStream gives that logger its own handler and stops it propagating. A logger of
         # ours reaches the root handler, so FastStream's lines come out as JSON at our level.
@@ -81,11 +85,13 @@ class Worker:
     relay: OutboxRelay
     processor: SignalProcessor
     http_app: FastAPI
+    metrics: Metrics
 
     @classmethod
     def build(cls, settings: Settings, servers: Servers) -> Worker:
         database = Database.connect(servers.database_url, settings.db_pool_size, settings.db_max_overflow)
-        broker = build_broker(settings, servers.kafka_bootstrap_servers)
+        metrics = Metrics()
+        broker = build_broker(settings, servers.kafka_bootstrap_servers, middlewares=[metrics.middleware()])
 
         # The relay sends raw, already-serialised bytes: a plain aiokafka producer does that with less per-message
         # work than the broker's publish path (measured: 15 vs 25 microseconds a message).
@@ -96,12 +102,11 @@ class Worker:
             enable_idempotence=settings.kafka_enable_idempotence,
             linger_ms=1,  # a millisecond of batching; the latency budget is 25 ms end to end
             max_batch_size=256 * 1024,
+            **client_options(settings),
         )
 
-        async def send(topic: str, key: bytes | None, payload: bytes, headers: Mapping[str, str]) -> Any:
-            return await producer.send(
-                topic, payload, key=key, headers=[(name, value.encode()) for name, value in headers.items()]
-            )
+        async def send(topic: str, key: bytes | None, payload: bytes, headers: list[tuple[str, bytes]]) -> Any:
+            return await producer.send(topic, payload, key=key, headers=headers)
 
         relay = OutboxRelay(
             database,
@@ -115,8 +120,18 @@ class Worker:
             dlq_topic=settings.signals_dlq_topic,
             default_portfolio_value=settings.portfolio_value,
         )
-        processor = SignalProcessor(database, policy, on_committed=lambda result: relay.wake())
+
+        def on_committed(result: BatchResult) -> None:
+            relay.wake()
+            metrics.record_committed(result)
+
+        processor = SignalProcessor(database, policy, on_committed=on_committed)
         subscriber = register_signal_subscriber(broker, settings, database, processor)
+
+        async def refresh_consumer_lag() -> None:
+            metrics.set_consumer_lag(await partition_lags(subscriber.consumer))
+
+        metrics.before_scrape(refresh_consumer_lag)
 
         def consumer_check() -> str | None:
             consumer = subscriber.consumer
@@ -124,8 +139,13 @@ class Worker:
                 return "not started"
             return None if consumer.assignment() else "no partitions assigned"
 
-        http_app = create_app(database, readiness_checks={"consumer": consumer_check})
-        return cls(settings, database, broker, producer, relay, processor, http_app)
+        http_app = create_app(
+            database,
+            readiness_checks={"consumer": consumer_check},
+            metrics=metrics,
+            max_outbox_age_s=settings.ready_max_outbox_age_s,
+        )
+        return cls(settings, database, broker, producer, relay, processor, http_app, metrics)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Worker]:
@@ -175,6 +195,7 @@ async def prepare(settings: Settings, servers: Servers) -> None:
                 settings.signals_dlq_topic: settings.topic_partitions,
             },
             settings.topic_replication_factor,
+            client_options=client_options(settings),
         )
 
 

@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
+import msgspec
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from campaign_manager.domain.campaign import (
@@ -202,6 +203,8 @@ class CampaignSnapshot(BaseModel):
 
 
 EventType = Literal["CampaignCreated", "PositionAdded", "CampaignStatusChanged", "SignalRejected"]
+# The `x-dlq-error-type` header of a dead letter.
+DeadLetterErrorType = Literal["DecodeError", "ValidationError", "EmptyMessage", "ProcessingError"]
 
 
 class CampaignEventMessage(BaseModel):
@@ -246,3 +249,45 @@ def campaign_document(
         document["positions"] = [position_document(p) for p in c.positions]
     document["trading_range"] = vars(trading_range) if trading_range else None
     return document
+
+
+# Decimals as strings, datetimes as ISO 8601 with Z, UUIDs and enums as strings: what the models above describe.
+to_json = msgspec.json.Encoder().encode
+
+
+class DocumentCache:
+    """The JSON of campaign versions and positions, each encoded once per unit of work.
+
+    Every event carries the whole campaign, and the store writes rows from the same bytes, so one campaign version
+    and its positions would otherwise be encoded again for each event, each later signal of the batch and the
+    write. Use one cache per unit of work: a campaign version and a position's `updated_at` identify their content
+    only within it (a retried unit of work may produce the same version with other content)."""
+
+    def __init__(self) -> None:
+        self._positions: dict[tuple[UUID, datetime], bytes] = {}
+        self._campaigns: dict[tuple[UUID, int], bytes] = {}
+        self._snapshots: dict[tuple[UUID, int], bytes] = {}
+
+    def position(self, position: CampaignPosition) -> bytes:
+        """`PositionView` JSON."""
+        key = (position.position_id, position.updated_at)
+        if (encoded := self._positions.get(key)) is None:
+            encoded = self._positions[key] = to_json(position_document(position))
+        return encoded
+
+    def campaign(self, campaign: Campaign) -> bytes:
+        """The campaign's own fields (the `campaigns` row), without positions or trading range."""
+        key = (campaign.id, campaign.version)
+        if (encoded := self._campaigns.get(key)) is None:
+            encoded = self._campaigns[key] = to_json({name: getattr(campaign, name) for name in _CAMPAIGN_FIELDS})
+        return encoded
+
+    def snapshot(self, campaign: Campaign) -> bytes:
+        """`CampaignSnapshot` JSON, as events carry it."""
+        key = (campaign.id, campaign.version)
+        if (encoded := self._snapshots.get(key)) is None:
+            positions = b",".join([self.position(p) for p in campaign.positions])
+            encoded = self._snapshots[key] = (
+                self.campaign(campaign)[:-1] + b',"trading_range":null,"positions":[' + positions + b"]}"
+            )
+        return encoded

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from campaign_manager.contracts import (
     CampaignEventMessage,
+    DocumentCache,
     TradeSignalMessage,
     loads_exact,
 )
@@ -401,7 +402,7 @@ def test_campaign_event_json_writes_decimals_as_strings() -> None:
         signal.to_entry_signal(None), human_campaign_id("AAPL", signal.trading_range.start_time, ()), now
     )
     # The event exactly as the service writes it to the outbox.
-    (message,) = EventSerializer("campaign-events").campaign_events(
+    (message,) = EventSerializer("campaign-events", DocumentCache()).campaign_events(
         campaign.collect_events(), campaign, causation_id=signal.id, correlation_id=None, now=now
     )
     text = message.payload.decode()

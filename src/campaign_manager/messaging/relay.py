@@ -14,7 +14,8 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -29,7 +30,34 @@ RELAY_LOCK_SQL = "hashtext('campaign-manager-outbox-relay')"
 NOTIFY_CHANNEL = "campaign_outbox"
 
 # Sends one message without waiting for the broker; the returned future resolves on the broker's acknowledgement.
-Send = Callable[[str, bytes | None, bytes, Mapping[str, str]], Awaitable["asyncio.Future[Any]"]]
+Send = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]]], Awaitable["asyncio.Future[Any]"]]
+
+EVENT_SOURCE = b"campaign-manager"
+JSON_CONTENT_TYPE = b"application/json"
+
+
+def event_headers(event_id: str, event_type: str, occurred_at: datetime, subject: str) -> list[tuple[str, bytes]]:
+    """A campaign event's headers: its type and id for plain consumers, and the same as CloudEvents 1.0 attributes
+    in Kafka binary mode (`ce_*`), with the JSON value as the event data."""
+    event_id_bytes, event_type_bytes = event_id.encode(), event_type.encode()
+    return [
+        ("content-type", JSON_CONTENT_TYPE),
+        ("event-type", event_type_bytes),
+        ("event-id", event_id_bytes),
+        ("ce_specversion", b"1.0"),
+        ("ce_id", event_id_bytes),
+        ("ce_type", b"campaign-manager." + event_type_bytes),
+        ("ce_source", EVENT_SOURCE),
+        ("ce_time", occurred_at.isoformat().replace("+00:00", "Z").encode()),
+        ("ce_subject", subject.encode()),
+    ]
+
+
+def _headers(row: Any) -> list[tuple[str, bytes]]:
+    if row["headers"] is not None:  # a dead letter: its own headers, as stored
+        return [(name, value.encode()) for name, value in json.loads(row["headers"]).items()]
+    subject = str(row["aggregate_id"]) if row["aggregate_id"] else (row["message_key"] or b"").decode()
+    return event_headers(str(row["event_id"]), row["event_type"], row["occurred_at"], subject)
 
 
 class OutboxRelay:
@@ -98,7 +126,8 @@ class OutboxRelay:
     async def _publish_batch(self, driver: Any) -> int:
         started = time.perf_counter()
         rows = await driver.fetch(
-            "SELECT id, topic, message_key, payload, headers::text AS headers FROM outbox"
+            "SELECT id, topic, message_key, payload, headers::text AS headers, event_id, event_type, occurred_at,"
+            " aggregate_id FROM outbox"
             " WHERE published_at IS NULL ORDER BY id LIMIT $1",
             self.batch_size,
         )
@@ -106,10 +135,7 @@ class OutboxRelay:
             return 0
         # Hand every message to the producer first, then wait for all acknowledgements: one round of waiting
         # per batch, not per message.
-        pending = [
-            await self.send(row["topic"], row["message_key"], row["payload"], json.loads(row["headers"]))
-            for row in rows
-        ]
+        pending = [await self.send(row["topic"], row["message_key"], row["payload"], _headers(row)) for row in rows]
         selected = time.perf_counter()
         results = await asyncio.gather(*pending, return_exceptions=True)
         acknowledged = time.perf_counter()

@@ -6,16 +6,16 @@ connection, and nothing is visible to anyone until the block commits.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from campaign_manager.contracts import DocumentCache, to_json
 from campaign_manager.domain.campaign import (
     Campaign,
     CampaignPosition,
@@ -28,7 +28,6 @@ from campaign_manager.domain.campaign import (
 from campaign_manager.persistence.tables import campaign_positions, campaigns
 
 CampaignKey = tuple[str, UUID]  # (portfolio_id, trading_range_id)
-_HUMAN_ID_SUFFIX = re.compile(r"(?<=\d{4}-\d{2}-\d{2})-\d+$")
 
 
 class VersionConflict(Exception):
@@ -37,12 +36,18 @@ class VersionConflict(Exception):
 
 @dataclass(frozen=True)
 class OutboxMessage:
+    """A record to publish once the unit of work commits: a campaign event, or a dead letter."""
+
     topic: str
     key: bytes | None
     payload: bytes
-    headers: Mapping[str, str]
+    # Campaign events: the relay derives their headers from these.
     event_id: UUID | None = None
+    event_type: str | None = None
+    occurred_at: datetime | None = None
     aggregate_id: UUID | None = None
+    # Dead letters: the original headers plus the x-dlq-* ones.
+    headers: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -87,131 +92,75 @@ def trading_range_from_row(row: Mapping[str, Any]) -> TradingRange:
     )
 
 
-def _campaign_row(c: Campaign) -> dict[str, Any]:
-    row = {name: getattr(c, name) for name in _CAMPAIGN_COLUMNS}
-    row["status"] = str(c.status)
-    row["phase"] = str(c.phase)
-    # The human id without its -2, -3 suffix, so the next suffix is one indexed lookup away.
-    row["campaign_id_base"] = _HUMAN_ID_SUFFIX.sub("", c.campaign_id)
-    return row
-
-
-def _position_row(campaign_id: UUID, p: CampaignPosition) -> dict[str, Any]:
-    row = {name: getattr(p, name) for name in _POSITION_COLUMNS}
-    row["pattern_type"] = str(p.pattern_type)
-    row["status"] = str(p.status)
-    row["campaign_id"] = campaign_id
-    return row
-
-
-def _columns_of(rows: list[dict[str, Any]], columns: dict[str, str] | list[str]) -> list[list[Any]]:
-    """Row dicts -> one list per column: the shape `unnest($1::type[], ...)` takes.
-
-    NUMERIC values travel as text (cast back in SQL): asyncpg's binary Decimal encoding costs five times as much.
-    """
-    types = columns if isinstance(columns, dict) else dict.fromkeys(columns, "")
-    return [
-        [None if row[name] is None else str(row[name]) for row in rows]
-        if pg_type == "numeric"
-        else [row[name] for row in rows]
-        for name, pg_type in types.items()
-    ]
-
-
-def _unnested(columns: dict[str, str], first_parameter: int = 1) -> tuple[str, str]:
-    """(`unnest($1::uuid[], $2::text[], ...)`, `v.a, v.b::numeric, ...`) for these columns."""
-    arrays = ", ".join(
-        f"${i}::{'text' if pg_type == 'numeric' else pg_type}[]"
-        for i, pg_type in enumerate(columns.values(), start=first_parameter)
-    )
-    values = ", ".join(
-        f"v.{name}::numeric" if pg_type == "numeric" else f"v.{name}" for name, pg_type in columns.items()
-    )
-    return f"unnest({arrays}) AS v({', '.join(columns)})", values
-
-
-_CAMPAIGN_TYPES = {
-    "id": "uuid", "campaign_id": "text", "campaign_id_base": "text", "portfolio_id": "text", "symbol": "text",
-    "timeframe": "text", "trading_range_id": "uuid", "status": "text", "phase": "text", "total_risk": "numeric",
-    "total_allocation": "numeric", "current_risk": "numeric", "weighted_avg_entry": "numeric",
-    "total_shares": "numeric", "total_pnl": "numeric", "start_date": "timestamptz", "completed_at": "timestamptz",
-    "invalidation_reason": "text", "version": "int", "created_at": "timestamptz", "updated_at": "timestamptz",
-}  # fmt: skip
 _CAMPAIGN_CHANGING = [
     "status", "phase", "total_risk", "total_allocation", "current_risk", "weighted_avg_entry", "total_shares",
     "total_pnl", "completed_at", "invalidation_reason", "version", "updated_at",
 ]  # fmt: skip
-_POSITION_TYPES = {
-    "position_id": "uuid", "campaign_id": "uuid", "signal_id": "uuid", "pattern_type": "text",
-    "entry_date": "timestamptz", "entry_price": "numeric", "shares": "numeric", "stop_loss": "numeric",
-    "target_price": "numeric", "current_price": "numeric", "current_pnl": "numeric", "status": "text",
-    "allocation_percent": "numeric", "risk_amount": "numeric", "created_at": "timestamptz",
-    "updated_at": "timestamptz",
-}  # fmt: skip
-_PROCESSED_TYPES = {
-    "signal_id": "uuid", "outcome": "text", "campaign_id": "uuid", "reason": "text", "source_topic": "text",
-    "source_partition": "int", "source_offset": "bigint",
-}  # fmt: skip
-_RANGE_TYPES = {
-    "id": "uuid", "symbol": "text", "timeframe": "text", "start_time": "timestamptz", "creek": "numeric",
-    "ice": "numeric", "jump": "numeric", "phase": "text",
-}  # fmt: skip
+_RANGE_COLUMNS = ["id", "symbol", "timeframe", "start_time", "creek", "ice", "jump", "phase"]
+_PROCESSED_COLUMNS = [
+    "signal_id", "outcome", "campaign_id", "reason", "source_topic", "source_partition", "source_offset",
+]  # fmt: skip
 _OUTBOX_TYPES = {
     "event_id": "uuid", "topic": "text", "message_key": "bytea", "payload": "bytea", "headers": "jsonb",
-    "aggregate_id": "uuid",
+    "event_type": "text", "occurred_at": "timestamptz", "aggregate_id": "uuid",
 }  # fmt: skip
-
-_CHANGING_TYPES = {name: _CAMPAIGN_TYPES[name] for name in _CAMPAIGN_CHANGING}
-_UPDATE_TYPES = {"id": "uuid", "expected_version": "int", **_CHANGING_TYPES}
 _OFFSET_TYPES = {"partition": "int", "next_offset": "bigint"}
+
+
+# `{symbol}-{date}-2` -> `{symbol}-{date}`
+_HUMAN_ID_SUFFIX = r"(\d{4}-\d{2}-\d{2})-\d+$"
+
+
+def _columns(names: Iterable[str], prefix: str = "r.") -> str:
+    return ", ".join(prefix + name for name in names)
 
 
 def _batch_write_sql() -> str:
     """Every write of a batch as one statement of data-modifying CTEs: one round trip instead of eight.
 
-    Foreign keys are checked when the whole statement ends, so children may reference parents inserted beside them.
+    Ranges, campaigns, positions and processed signals arrive as JSON arrays of their documents (the same bytes
+    the events carry) and PostgreSQL expands them into rows with `json_populate_recordset`: one parse in C instead
+    of a Python conversion per column and row. Foreign keys are checked when the whole statement ends, so children
+    may reference parents inserted beside them.
     """
-    parameter = 1
-
-    def source(columns: dict[str, str]) -> tuple[str, str]:
-        nonlocal parameter
-        text, values = _unnested(columns, first_parameter=parameter)
-        parameter += len(columns)
-        return text, values
-
-    ranges, range_values = source(_RANGE_TYPES)
-    new_campaigns, new_campaign_values = source(_CAMPAIGN_TYPES)
-    changed, _ = source(_UPDATE_TYPES)
-    processed, processed_values = source(_PROCESSED_TYPES)
-    positions, position_values = source(_POSITION_TYPES)
-    messages, message_values = source(_OUTBOX_TYPES)
-    offsets, _ = source(_OFFSET_TYPES)
-    group, topic = f"${parameter}", f"${parameter + 1}"
-    changed_values = ", ".join(
-        f"v.{name}::numeric" if t == "numeric" else f"v.{name}" for name, t in _CHANGING_TYPES.items()
-    )
+    outbox_arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(_OUTBOX_TYPES.values(), start=7))
+    offsets = len(_OUTBOX_TYPES) + 7
+    group, topic = f"${offsets + 2}", f"${offsets + 3}"
     return f"""
         WITH ranges AS (
-            INSERT INTO trading_ranges ({", ".join(_RANGE_TYPES)}) SELECT {range_values} FROM {ranges}
+            INSERT INTO trading_ranges ({_columns(_RANGE_COLUMNS, "")})
+            SELECT {_columns(_RANGE_COLUMNS)} FROM json_populate_recordset(NULL::trading_ranges, $1::text::json) r
             ON CONFLICT (id) DO UPDATE SET creek = EXCLUDED.creek, ice = EXCLUDED.ice, jump = EXCLUDED.jump,
                 phase = EXCLUDED.phase, updated_at = now()
             -- Most signals repeat the levels already stored: skip those row writes.
             WHERE (trading_ranges.creek, trading_ranges.ice, trading_ranges.jump, trading_ranges.phase)
                 IS DISTINCT FROM (EXCLUDED.creek, EXCLUDED.ice, EXCLUDED.jump, EXCLUDED.phase)
         ), new_campaigns AS (
-            INSERT INTO campaigns ({", ".join(_CAMPAIGN_TYPES)}) SELECT {new_campaign_values} FROM {new_campaigns}
+            -- campaign_id_base: the human id without its -2, -3 suffix, so the next suffix is one lookup away.
+            INSERT INTO campaigns ({_columns(_CAMPAIGN_COLUMNS, "")}, campaign_id_base)
+            SELECT {_columns(_CAMPAIGN_COLUMNS)}, regexp_replace(r.campaign_id, '{_HUMAN_ID_SUFFIX}', '\\1')
+            FROM json_populate_recordset(NULL::campaigns, $2::text::json) r
         ), changed AS (
-            UPDATE campaigns c SET ({", ".join(_CAMPAIGN_CHANGING)}) = ({changed_values}) FROM {changed}
-            WHERE c.id = v.id AND c.version = v.expected_version RETURNING c.id
+            UPDATE campaigns c SET ({_columns(_CAMPAIGN_CHANGING, "")}) = ({_columns(_CAMPAIGN_CHANGING)})
+            FROM json_populate_recordset(NULL::campaigns, $3::text::json) r
+            JOIN unnest($4::uuid[], $5::int[]) AS e(id, expected_version) ON e.id = r.id
+            WHERE c.id = r.id AND c.version = e.expected_version RETURNING c.id
         ), processed AS (
-            INSERT INTO processed_signals ({", ".join(_PROCESSED_TYPES)}) SELECT {processed_values} FROM {processed}
+            INSERT INTO processed_signals ({_columns(_PROCESSED_COLUMNS, "")})
+            SELECT {_columns(_PROCESSED_COLUMNS)}
+            FROM json_populate_recordset(NULL::processed_signals, $6::text::json) r
         ), positions AS (
-            INSERT INTO campaign_positions ({", ".join(_POSITION_TYPES)}) SELECT {position_values} FROM {positions}
+            INSERT INTO campaign_positions ({_columns(_POSITION_COLUMNS, "")}, campaign_id)
+            SELECT {_columns(_POSITION_COLUMNS)}, r.campaign_id
+            FROM json_populate_recordset(NULL::campaign_positions, ${offsets + 4}::text::json) r
         ), messages AS (
-            INSERT INTO outbox ({", ".join(_OUTBOX_TYPES)}) SELECT {message_values} FROM {messages} RETURNING 1
+            INSERT INTO outbox ({_columns(_OUTBOX_TYPES, "")})
+            SELECT {_columns(_OUTBOX_TYPES, "v.")} FROM unnest({outbox_arrays}) AS v({_columns(_OUTBOX_TYPES, "")})
+            RETURNING 1
         ), offsets AS (
             UPDATE consumer_offsets o SET next_offset = GREATEST(o.next_offset, v.next_offset), updated_at = now()
-            FROM {offsets} WHERE o.consumer_group = {group} AND o.topic = {topic} AND o.partition = v.partition
+            FROM unnest(${offsets}::int[], ${offsets + 1}::bigint[]) AS v(partition, next_offset)
+            WHERE o.consumer_group = {group} AND o.topic = {topic} AND o.partition = v.partition
         )
         SELECT ARRAY(SELECT id FROM changed) AS changed_ids,
             -- Wakes the relay of whichever worker holds the relay lock; delivered at commit.
@@ -220,6 +169,10 @@ def _batch_write_sql() -> str:
 
 
 _BATCH_WRITE = _batch_write_sql()
+
+
+def _json_array(documents: Iterable[bytes]) -> str:
+    return (b"[" + b",".join(documents) + b"]").decode()
 
 
 @dataclass
@@ -236,6 +189,8 @@ class BatchWrite:
     processed: Iterable[ProcessedSignal] = ()
     positions: Iterable[tuple[UUID, CampaignPosition]] = ()
     outbox: Iterable[OutboxMessage] = ()
+    # The unit of work's JSON of campaigns and positions: rows are written from the bytes events already use.
+    documents: DocumentCache = field(default_factory=DocumentCache)
 
 
 class CampaignStore:
@@ -336,38 +291,40 @@ class CampaignStore:
         """Ranges, campaigns (new and changed), processed signals, positions, outbox and offsets, in one statement.
 
         A changed campaign is written only if it still has the version we read; else VersionConflict."""
+        documents = batch.documents
         # One row per range, in id order so that concurrent writers lock them in the same order.
         ranges = sorted({r.id: r for r in batch.trading_ranges}.values(), key=lambda r: r.id)
-        changed = [_campaign_row(c) for c in batch.changed_campaigns]
-        for row in changed:
-            row["expected_version"] = batch.loaded_versions[row["id"]]
-        messages = [
-            {
-                "event_id": m.event_id,
-                "topic": m.topic,
-                "message_key": m.key,
-                "payload": m.payload,
-                "headers": json.dumps(m.headers),
-                "aggregate_id": m.aggregate_id,
-            }
-            for m in batch.outbox
+        changed = list(batch.changed_campaigns)
+        positions = [
+            b'{"campaign_id":"%s",%s' % (str(campaign_id).encode(), documents.position(p)[1:])
+            for campaign_id, p in batch.positions
         ]
-        offsets = [{"partition": p, "next_offset": o} for p, o in batch.next_offsets.items()]
+        outbox = list(batch.outbox)
         row = await self.db.fetchrow(
             _BATCH_WRITE,
-            *_columns_of([{**vars(r), "phase": str(r.phase)} for r in ranges], _RANGE_TYPES),
-            *_columns_of([_campaign_row(c) for c in batch.new_campaigns], _CAMPAIGN_TYPES),
-            *_columns_of(changed, _UPDATE_TYPES),
-            *_columns_of([vars(p) for p in batch.processed], _PROCESSED_TYPES),
-            *_columns_of([_position_row(campaign_id, p) for campaign_id, p in batch.positions], _POSITION_TYPES),
-            *_columns_of(messages, _OUTBOX_TYPES),
-            *_columns_of(offsets, _OFFSET_TYPES),
+            to_json(ranges).decode(),
+            _json_array(documents.campaign(c) for c in batch.new_campaigns),
+            _json_array(documents.campaign(c) for c in changed),
+            [c.id for c in changed],
+            [batch.loaded_versions[c.id] for c in changed],
+            to_json(list(batch.processed)).decode(),
+            [m.event_id for m in outbox],
+            [m.topic for m in outbox],
+            [m.key for m in outbox],
+            [m.payload for m in outbox],
+            [None if m.headers is None else to_json(m.headers).decode() for m in outbox],
+            [m.event_type for m in outbox],
+            [m.occurred_at for m in outbox],
+            [m.aggregate_id for m in outbox],
+            list(batch.next_offsets),
+            list(batch.next_offsets.values()),
             batch.consumer_group,
             batch.topic,
+            _json_array(positions),
         )
         if len(row["changed_ids"]) != len(changed):
             written = set(row["changed_ids"])
-            missing = [r["campaign_id"] for r in changed if r["id"] not in written]
+            missing = [c.campaign_id for c in changed if c.id not in written]
             raise VersionConflict(f"campaigns changed concurrently: {', '.join(missing)}")
 
 

@@ -159,9 +159,11 @@ outbox = Table(
     Column("topic", String(249), nullable=False),
     Column("message_key", LargeBinary),
     Column("payload", LargeBinary, nullable=False),
-    Column("headers", JSONB, nullable=False),
+    Column("headers", JSONB),  # dead letters only; the relay derives an event's headers from the columns below
     Column("aggregate_id", Uuid),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("published_at", DateTime(timezone=True)),
+    Column("event_type", String(64)),
+    Column("occurred_at", DateTime(timezone=True)),
     Index("idx_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),
 )

@@ -5,44 +5,22 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-import pydantic_core
-
-from campaign_manager.contracts import SCHEMA_VERSION, campaign_document, position_document
-from campaign_manager.domain.campaign import Campaign, CampaignPosition
+from campaign_manager.contracts import SCHEMA_VERSION, DocumentCache, to_json
+from campaign_manager.domain.campaign import Campaign
 from campaign_manager.domain.events import CampaignCreated, CampaignStatusChanged, PositionAdded
 from campaign_manager.domain.ids import new_id
 from campaign_manager.persistence.store import OutboxMessage
 from campaign_manager.service.records import ConsumedRecord
 
-JSON_CONTENT_TYPE = "application/json"
-
 
 class EventSerializer:
     """Writes campaign events as `CampaignEventMessage` describes them (tests hold the two together).
 
-    Every event carries the whole campaign, so one campaign version and its positions would be serialised again
-    for each event and each later signal of the batch; this keeps each piece's JSON once and splices them.
-    Use one serializer per unit of work: it trusts that a position with the same `updated_at` is unchanged.
-    """
+    Campaign snapshots and positions come from the unit of work's `DocumentCache`, so each is encoded once."""
 
-    def __init__(self, topic: str) -> None:
+    def __init__(self, topic: str, documents: DocumentCache) -> None:
         self.topic = topic
-        self._positions: dict[tuple[UUID, datetime], bytes] = {}
-        self._snapshots: dict[tuple[UUID, int], bytes] = {}
-
-    def position_json(self, position: CampaignPosition) -> bytes:
-        key = (position.position_id, position.updated_at)
-        if key not in self._positions:
-            self._positions[key] = pydantic_core.to_json(position_document(position))
-        return self._positions[key]
-
-    def campaign_json(self, campaign: Campaign) -> bytes:
-        key = (campaign.id, campaign.version)
-        if key not in self._snapshots:
-            document = campaign_document(campaign, with_positions=False)
-            positions = b",".join(self.position_json(p) for p in campaign.positions)
-            self._snapshots[key] = pydantic_core.to_json(document)[:-1] + b',"positions":[' + positions + b"]}"
-        return self._snapshots[key]
+        self.documents = documents
 
     def message(
         self,
@@ -56,7 +34,7 @@ class EventSerializer:
         now: datetime,
     ) -> OutboxMessage:
         event_id = new_id()
-        envelope = pydantic_core.to_json(
+        envelope = to_json(
             {
                 "event_id": event_id,
                 "event_type": event_type,
@@ -67,14 +45,15 @@ class EventSerializer:
                 "correlation_id": correlation_id,
             }
         )
-        campaign_json = self.campaign_json(campaign) if campaign else b"null"
-        details_json = details if isinstance(details, bytes) else pydantic_core.to_json(details)
+        campaign_json = self.documents.snapshot(campaign) if campaign else b"null"
+        details_json = details if isinstance(details, bytes) else to_json(details)
         return OutboxMessage(
             topic=self.topic,
             key=str(key).encode(),
             payload=envelope[:-1] + b',"campaign":' + campaign_json + b',"details":' + details_json + b"}",
-            headers={"content-type": JSON_CONTENT_TYPE, "event-type": event_type, "event-id": str(event_id)},
             event_id=event_id,
+            event_type=event_type,
+            occurred_at=now,
             aggregate_id=campaign.id if campaign else None,
         )
 
@@ -93,7 +72,7 @@ class EventSerializer:
         for event in events:
             if isinstance(event, CampaignCreated | PositionAdded):
                 event_type = "CampaignCreated" if isinstance(event, CampaignCreated) else "PositionAdded"
-                details = b'{"position":' + self.position_json(event.position) + b"}"
+                details = b'{"position":' + self.documents.position(event.position) + b"}"
                 messages.append(self.message(event_type, details=details, **common))
             elif isinstance(event, CampaignStatusChanged):
                 details = {"from_status": event.from_status, "to_status": event.to_status, "reason": event.reason}

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from uuid import UUID
 
-from campaign_manager.contracts import TradeSignalMessage
+from campaign_manager.contracts import DocumentCache, TradeSignalMessage
 from campaign_manager.domain.campaign import Campaign, CampaignPosition, human_campaign_id
 from campaign_manager.domain.errors import RuleViolation
 from campaign_manager.domain.events import AllocationNearLimit, CampaignCreated, PositionAdded
@@ -122,7 +122,8 @@ async def apply_signal_batch(
     }
     taken_ids = await store.taken_campaign_ids(bases)
 
-    serializer = EventSerializer(policy.events_topic)
+    documents = DocumentCache()
+    serializer = EventSerializer(policy.events_topic, documents)
     created: dict[UUID, Campaign] = {}
     changed: dict[UUID, Campaign] = {}
     new_positions: list[tuple[UUID, CampaignPosition]] = []
@@ -193,6 +194,7 @@ async def apply_signal_batch(
             processed=processed,
             positions=new_positions,
             outbox=outbox,
+            documents=documents,
         )
     )
     result.events_written = len(outbox)
