@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import structlog
 
 from campaign_manager.persistence.migrate import upgrade_to_head
 from campaign_manager.persistence.store import Database
 from tests.servers import database_server, kafka_server
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """A test that runs the CLI configures logging onto pytest's captured stdout, which is closed after the test:
+    put back what was there, so later log lines do not write to a closed file."""
+    structlog_config = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.configure(**structlog_config)
+    root.handlers[:], root.level = handlers, level
 
 
 @pytest.fixture(scope="session")

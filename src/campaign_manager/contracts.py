@@ -6,6 +6,7 @@ the two drift apart.
 
 from __future__ import annotations
 
+import enum
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -69,6 +70,18 @@ class TradingRangeMessage(BaseModel):
     jump: Price
     phase: WyckoffPhase
 
+    def to_trading_range(self) -> TradingRange:
+        return TradingRange(
+            id=self.id,
+            symbol=self.symbol,
+            timeframe=self.timeframe,
+            start_time=self.start_time,
+            creek=self.creek,
+            ice=self.ice,
+            jump=self.jump,
+            phase=self.phase,
+        )
+
 
 class TradeSignalMessage(BaseModel):
     """Value of a `trade-signals` record; the record's key is the trading range id."""
@@ -115,7 +128,6 @@ class TradeSignalMessage(BaseModel):
         return self
 
     def to_entry_signal(self, default_portfolio_value: Decimal | None) -> EntrySignal:
-        r = self.trading_range
         return EntrySignal(
             id=self.id,
             portfolio_id=self.portfolio_id,
@@ -130,17 +142,78 @@ class TradeSignalMessage(BaseModel):
             shares=self.position_size,
             risk_amount=self.risk_amount,
             portfolio_value=self.portfolio_value if self.portfolio_value is not None else default_portfolio_value,
-            trading_range=TradingRange(
-                id=r.id,
-                symbol=r.symbol,
-                timeframe=r.timeframe,
-                start_time=r.start_time,
-                creek=r.creek,
-                ice=r.ice,
-                jump=r.jump,
-                phase=r.phase,
-            ),
+            trading_range=self.trading_range.to_trading_range(),
         )
+
+
+class PositionEventType(enum.StrEnum):
+    FILLED = "FILLED"
+    PARTIALLY_CLOSED = "PARTIALLY_CLOSED"
+    CLOSED = "CLOSED"
+    STOPPED = "STOPPED"
+
+
+class PositionEventMessage(BaseModel):
+    """Value of a `position-events` record, keyed by campaign UUID: what the broker did with a position."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    event_id: UUID = Field(description="Unique per event: a redelivered event changes nothing.")
+    event_type: PositionEventType
+    campaign_id: UUID
+    position_id: UUID
+    price: Price = Field(description="FILLED: the fill price; otherwise the exit price.")
+    shares: Shares | None = Field(
+        default=None, description="FILLED: shares filled; PARTIALLY_CLOSED: shares sold; CLOSED/STOPPED: ignored."
+    )
+    occurred_at: UtcDatetime = Field(description="Must carry a timezone.")
+    correlation_id: str | None = Field(default=None, max_length=128)
+
+    @model_validator(mode="after")
+    def _check_shares(self) -> PositionEventMessage:
+        needs_shares = (PositionEventType.FILLED, PositionEventType.PARTIALLY_CLOSED)
+        if self.event_type in needs_shares and self.shares is None:
+            raise ValueError(f"shares is required for {self.event_type}")
+        return self
+
+
+class MarketPriceMessage(BaseModel):
+    """Value of a `market-prices` record, keyed by symbol: the last traded price."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    symbol: Symbol
+    price: Price
+    time: UtcDatetime = Field(description="When the price traded; must carry a timezone.")
+
+
+class TradingRangeEventType(enum.StrEnum):
+    RANGE_UPDATED = "RANGE_UPDATED"
+    RANGE_INVALIDATED = "RANGE_INVALIDATED"
+
+
+class TradingRangeEventMessage(BaseModel):
+    """Value of a `trading-ranges` record, keyed by trading range id: new levels, or the range broke."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    event_id: UUID = Field(description="Unique per event: a redelivered event changes nothing.")
+    event_type: TradingRangeEventType
+    trading_range: TradingRangeMessage
+    reason: str | None = Field(
+        default=None, min_length=1, max_length=500, description="RANGE_INVALIDATED: why (required)."
+    )
+    occurred_at: UtcDatetime = Field(description="Must carry a timezone.")
+    correlation_id: str | None = Field(default=None, max_length=128)
+
+    @model_validator(mode="after")
+    def _check_reason(self) -> TradingRangeEventMessage:
+        if self.event_type == TradingRangeEventType.RANGE_INVALIDATED and not self.reason:
+            raise ValueError("reason is required for RANGE_INVALIDATED")
+        return self
+
+    def to_trading_range(self) -> TradingRange:
+        return self.trading_range.to_trading_range()
 
 
 # --- what the service publishes and serves -------------------------------------------------------------------
@@ -150,18 +223,23 @@ class PositionView(BaseModel):
     position_id: UUID
     signal_id: UUID
     pattern_type: PatternType
-    entry_date: datetime
-    entry_price: Decimal
-    shares: Decimal
+    entry_date: datetime = Field(description="The signal's time until filled, then the fill's.")
+    entry_price: Decimal = Field(description="The signal's planned entry until filled, then the fill price.")
+    shares: Decimal = Field(description="Shares held now: the entry size less every exit; 0 once CLOSED.")
     stop_loss: Decimal
     target_price: Decimal
-    current_price: Decimal
-    current_pnl: Decimal
+    current_price: Decimal = Field(description="The last market price seen (the entry until one arrives).")
+    current_pnl: Decimal = Field(description="Unrealized P&L of the shares held: (current - entry) x shares.")
     status: PositionStatus
     allocation_percent: Decimal
-    risk_amount: Decimal
+    risk_amount: Decimal = Field(description="Risk taken at entry; exits leave it.")
     created_at: datetime
     updated_at: datetime
+    entry_shares: Decimal = Field(description="Size at entry (planned, then filled); exits leave it.")
+    realized_pnl: Decimal = Field(description="P&L of every exit so far.")
+    exit_price: Decimal | None = Field(description="Price of the last exit.")
+    filled_at: datetime | None = Field(description="When the broker's fill arrived; null while planned.")
+    closed_at: datetime | None = Field(description="When the last share was sold.")
 
 
 class TradingRangeView(BaseModel):
@@ -192,17 +270,31 @@ class CampaignSnapshot(BaseModel):
     total_allocation: Decimal
     current_risk: Decimal
     weighted_avg_entry: Decimal | None
-    total_shares: Decimal
-    total_pnl: Decimal
+    total_shares: Decimal = Field(description="Shares held now, over the open positions.")
+    total_pnl: Decimal = Field(description="realized_pnl + unrealized_pnl.")
     start_date: datetime
     completed_at: datetime | None
     invalidation_reason: str | None
-    version: int
+    version: int = Field(description="Bumped by one on every change; the expected_version of operator actions.")
     created_at: datetime
     updated_at: datetime
+    realized_pnl: Decimal
+    unrealized_pnl: Decimal
+    portfolio_value: Decimal | None = Field(description="The portfolio value the campaign was sized with.")
 
 
-EventType = Literal["CampaignCreated", "PositionAdded", "CampaignStatusChanged", "SignalRejected"]
+EventType = Literal[
+    "CampaignCreated",
+    "PositionAdded",
+    "CampaignStatusChanged",
+    "SignalRejected",
+    "PositionFilled",
+    "PositionClosed",
+    "CampaignCompleted",
+    "CampaignInvalidated",
+    "CampaignMarkedToMarket",
+    "PositionEventRejected",
+]
 # The `x-dlq-error-type` header of a dead letter.
 DeadLetterErrorType = Literal["DecodeError", "ValidationError", "EmptyMessage", "ProcessingError"]
 
@@ -216,12 +308,20 @@ class CampaignEventMessage(BaseModel):
     schema_version: int = SCHEMA_VERSION
     occurred_at: datetime
     campaign_version: int | None = Field(description="The campaign's version after this event; null without one.")
-    causation_id: UUID = Field(description="The id of the signal that caused the event.")
+    causation_id: UUID | None = Field(
+        description="The id of the message that caused the event: the signal, position event or range event; "
+        "null for market prices and operator actions."
+    )
     correlation_id: str | None
     campaign: CampaignSnapshot | None
     details: dict[str, Any] = Field(
-        description="CampaignCreated/PositionAdded: the position; CampaignStatusChanged: from_status, to_status, "
-        "reason; SignalRejected: reason, signal_id, pattern_type, portfolio_id, trading_range_id."
+        description="CampaignCreated/PositionAdded: position; CampaignStatusChanged: from_status, to_status, "
+        "reason; SignalRejected: reason, signal_id, pattern_type, portfolio_id, trading_range_id; "
+        "PositionFilled: position, fill_price, shares, planned_price, planned_shares, filled_at; "
+        "PositionClosed: position, shares_closed, exit_price, realized_pnl, fully_closed, stop_hit; "
+        "CampaignCompleted: reason, realized_pnl, total_pnl; CampaignInvalidated: reason, price, unrealized_pnl; "
+        "CampaignMarkedToMarket: price, unrealized_pnl, total_pnl; "
+        "PositionEventRejected: reason, event_id, event_type, position_id."
     )
 
 

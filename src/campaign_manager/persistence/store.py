@@ -61,7 +61,7 @@ class ProcessedSignal:
     source_offset: int
 
 
-_CAMPAIGN_COLUMNS = [c.name for c in campaigns.columns if c.name not in ("campaign_id_base",)]
+_CAMPAIGN_COLUMNS = [c.name for c in campaigns.columns if c.name not in ("campaign_id_base", "marked_to_market_at")]
 _POSITION_COLUMNS = [c.name for c in campaign_positions.columns if c.name != "campaign_id"]
 
 

@@ -49,7 +49,10 @@ trading_ranges = Table(
     Column("jump", PRICE, nullable=False),
     Column("phase", String(1), nullable=False),
     *_timestamps(),
+    Column("status", String(20), nullable=False, server_default=text("'ACTIVE'")),
+    Column("invalidation_reason", Text),
     CheckConstraint("phase IN ('C', 'D', 'E')", name="ck_trading_ranges_phase"),
+    CheckConstraint("status IN ('ACTIVE', 'INVALIDATED')", name="ck_trading_ranges_status"),
 )
 
 campaigns = Table(
@@ -75,6 +78,11 @@ campaigns = Table(
     Column("invalidation_reason", Text),
     Column("version", Integer, nullable=False, server_default=text("1")),
     *_timestamps(),
+    Column("realized_pnl", MONEY, nullable=False, server_default=text("0.00")),
+    Column("unrealized_pnl", MONEY, nullable=False, server_default=text("0.00")),
+    Column("portfolio_value", Numeric(16, 2)),
+    # When the last CampaignMarkedToMarket event was written: prices publish it at most once an interval.
+    Column("marked_to_market_at", DateTime(timezone=True)),
     CheckConstraint("status IN ('ACTIVE', 'MARKUP', 'COMPLETED', 'INVALIDATED')", name="ck_campaigns_status"),
     CheckConstraint("phase IN ('C', 'D', 'E')", name="ck_campaigns_phase"),
     CheckConstraint("total_allocation >= 0 AND total_allocation <= 5.0", name="ck_campaigns_total_allocation"),
@@ -90,6 +98,7 @@ campaigns = Table(
         unique=True,
         postgresql_where=text("status IN ('ACTIVE', 'MARKUP')"),
     ),
+    Index("idx_campaigns_open_by_symbol", "symbol", postgresql_where=text("status IN ('ACTIVE', 'MARKUP')")),
 )
 
 # Every signal the service has seen, with its outcome: the idempotency record and the audit trail.
@@ -98,7 +107,7 @@ processed_signals = Table(
     metadata,
     Column("signal_id", Uuid, primary_key=True),
     Column("outcome", String(20), nullable=False),
-    Column("campaign_id", Uuid, ForeignKey("campaigns.id", ondelete="SET NULL")),
+    Column("campaign_id", Uuid),  # for the record; no foreign key (see migration 0003)
     Column("reason", Text),
     Column("source_topic", String(249), nullable=False),
     Column("source_partition", Integer, nullable=False),
@@ -131,10 +140,57 @@ campaign_positions = Table(
     Column("allocation_percent", ALLOCATION, nullable=False),
     Column("risk_amount", MONEY, nullable=False),
     *_timestamps(),
+    Column("entry_shares", PRICE, nullable=False),
+    Column("realized_pnl", MONEY, nullable=False, server_default=text("0.00")),
+    Column("exit_price", PRICE),
+    Column("filled_at", DateTime(timezone=True)),
+    Column("closed_at", DateTime(timezone=True)),
     CheckConstraint("pattern_type IN ('SPRING', 'SOS', 'LPS')", name="ck_positions_pattern_type"),
     CheckConstraint("status IN ('OPEN', 'PARTIAL', 'CLOSED')", name="ck_positions_status"),
-    CheckConstraint("shares > 0", name="ck_positions_shares"),
+    # `shares` is what is still held: 0 once closed, never more than the entry size.
+    CheckConstraint("shares >= 0 AND shares <= entry_shares", name="ck_positions_shares"),
     Index("idx_positions_campaign", "campaign_id"),
+)
+
+# Every fill and exit of a position, in order: what `campaign-manager rebuild` replays.
+position_history = Table(
+    "position_history",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("position_id", Uuid, ForeignKey("campaign_positions.position_id", ondelete="CASCADE"), nullable=False),
+    Column("campaign_id", Uuid, nullable=False),
+    Column("message_id", Uuid, nullable=False),
+    Column("event_type", String(20), nullable=False),
+    Column("price", PRICE, nullable=False),
+    Column("shares", PRICE, nullable=False),
+    Column("realized_pnl", MONEY, nullable=False, server_default=text("0.00")),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint(
+        "event_type IN ('FILLED', 'PARTIALLY_CLOSED', 'CLOSED', 'STOPPED')", name="ck_position_history_event_type"
+    ),
+    Index("idx_position_history_position", "position_id", "id"),
+)
+
+# Idempotency of position events and range updates: one row per message id and topic.
+processed_messages = Table(
+    "processed_messages",
+    metadata,
+    Column("topic", String(249), primary_key=True),
+    Column("message_id", Uuid, primary_key=True),
+    Column("outcome", String(20), nullable=False),
+    Column("campaign_id", Uuid),
+    Column("reason", Text),
+    Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# One row per portfolio: a signal batch that adds risk locks its portfolios' rows, so the 10% heat check is exact
+# under racing workers while portfolios never wait on each other.
+portfolios = Table(
+    "portfolios",
+    metadata,
+    Column("portfolio_id", String(64), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
 # The next offset to read per partition, written in the same transaction as what those records changed:

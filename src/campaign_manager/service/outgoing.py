@@ -7,7 +7,16 @@ from uuid import UUID
 
 from campaign_manager.contracts import SCHEMA_VERSION, DocumentCache, to_json
 from campaign_manager.domain.campaign import Campaign
-from campaign_manager.domain.events import CampaignCreated, CampaignStatusChanged, PositionAdded
+from campaign_manager.domain.events import (
+    CampaignCompleted,
+    CampaignCreated,
+    CampaignInvalidated,
+    CampaignMarkedToMarket,
+    CampaignStatusChanged,
+    PositionAdded,
+    PositionClosed,
+    PositionFilled,
+)
 from campaign_manager.domain.ids import new_id
 from campaign_manager.persistence.store import OutboxMessage
 from campaign_manager.service.records import ConsumedRecord
@@ -28,7 +37,7 @@ class EventSerializer:
         *,
         key: UUID,
         campaign: Campaign | None,
-        causation_id: UUID,
+        causation_id: UUID | None,
         correlation_id: str | None,
         details: dict | bytes,
         now: datetime,
@@ -58,7 +67,13 @@ class EventSerializer:
         )
 
     def campaign_events(
-        self, events: list, campaign: Campaign, *, causation_id: UUID, correlation_id: str | None, now: datetime
+        self,
+        events: list,
+        campaign: Campaign,
+        *,
+        causation_id: UUID | None,
+        correlation_id: str | None,
+        now: datetime,
     ) -> list[OutboxMessage]:
         """One message per published domain event, each carrying the campaign as it is now."""
         common = {
@@ -70,14 +85,66 @@ class EventSerializer:
         }
         messages = []
         for event in events:
-            if isinstance(event, CampaignCreated | PositionAdded):
-                event_type = "CampaignCreated" if isinstance(event, CampaignCreated) else "PositionAdded"
-                details = b'{"position":' + self.documents.position(event.position) + b"}"
+            if (published := self._published(event)) is not None:
+                event_type, details = published
                 messages.append(self.message(event_type, details=details, **common))
-            elif isinstance(event, CampaignStatusChanged):
-                details = {"from_status": event.from_status, "to_status": event.to_status, "reason": event.reason}
-                messages.append(self.message("CampaignStatusChanged", details=details, **common))
         return messages
+
+    def _published(self, event: object) -> tuple[str, dict | bytes] | None:
+        """(event type, details) of a domain event that goes out on `campaign-events`; None for the others
+        (AllocationNearLimit is a log line, CampaignTotalsRebuilt a report)."""
+        match event:
+            case CampaignCreated() | PositionAdded():
+                return type(event).__name__, b'{"position":' + self.documents.position(event.position) + b"}"
+            case CampaignStatusChanged():
+                return "CampaignStatusChanged", {
+                    "from_status": event.from_status,
+                    "to_status": event.to_status,
+                    "reason": event.reason,
+                }
+            case PositionFilled():
+                position = self.documents.position(event.position)
+                rest = to_json(
+                    {
+                        "fill_price": event.fill_price,
+                        "shares": event.shares,
+                        "planned_price": event.planned_price,
+                        "planned_shares": event.planned_shares,
+                        "filled_at": event.filled_at,
+                    }
+                )
+                return "PositionFilled", b'{"position":' + position + b"," + rest[1:]
+            case PositionClosed():
+                position = self.documents.position(event.position)
+                rest = to_json(
+                    {
+                        "shares_closed": event.shares_closed,
+                        "exit_price": event.exit_price,
+                        "realized_pnl": event.realized_pnl,
+                        "fully_closed": event.fully_closed,
+                        "stop_hit": event.stop_hit,
+                    }
+                )
+                return "PositionClosed", b'{"position":' + position + b"," + rest[1:]
+            case CampaignCompleted():
+                return "CampaignCompleted", {
+                    "reason": event.reason,
+                    "realized_pnl": event.realized_pnl,
+                    "total_pnl": event.total_pnl,
+                }
+            case CampaignInvalidated():
+                return "CampaignInvalidated", {
+                    "reason": event.reason,
+                    "price": event.price,
+                    "unrealized_pnl": event.unrealized_pnl,
+                }
+            case CampaignMarkedToMarket():
+                return "CampaignMarkedToMarket", {
+                    "price": event.price,
+                    "unrealized_pnl": event.unrealized_pnl,
+                    "total_pnl": event.total_pnl,
+                }
+        return None
 
     def rejection(
         self,
