@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import structlog
@@ -15,18 +16,23 @@ import uvicorn
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
+from faststream.kafka.subscriber.usecase import LogicSubscriber
+from pydantic import BaseModel
 
+from campaign_manager.contracts import TradeSignalMessage
 from campaign_manager.http.app import create_app
+from campaign_manager.messaging.consumer import register_batch_subscriber
 from campaign_manager.messaging.kafka_clients import client_options, kafka_security
+from campaign_manager.messaging.parsing import parse_record
 from campaign_manager.messaging.relay import OutboxRelay
-from campaign_manager.messaging.signal_consumer import register_signal_subscriber
 from campaign_manager.messaging.topics import ensure_topics
 from campaign_manager.metrics import Metrics, partition_lags
 from campaign_manager.persistence.migrate import upgrade_to_head
 from campaign_manager.persistence.store import Database
 from campaign_manager.persistence.tables import consumer_offsets
-from campaign_manager.service.processor import SignalProcessor
-from campaign_manager.service.signals import BatchResult, SignalPolicy
+from campaign_manager.service.batches import ApplyBatch, BatchResult
+from campaign_manager.service.processor import BatchProcessor
+from campaign_manager.service.signals import SignalPolicy, apply_signal_batch
 from campaign_manager.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -76,6 +82,60 @@ def build_broker(settings: Settings, bootstrap_servers: str, middlewares: Sequen
     )
 
 
+@dataclass(frozen=True)
+class ConsumedTopic:
+    """A topic the worker consumes: its contract, the handler that applies a batch of it, and how it is named."""
+
+    name: str
+    contract: type[BaseModel]
+    apply: ApplyBatch
+    record_name: str  # for the log: `signal` -> `signal_processed` lines
+    title: str
+    description: str
+
+
+def consumed_topics(settings: Settings) -> list[ConsumedTopic]:
+    signal_policy = SignalPolicy(
+        consumer_group=settings.kafka_group_id,
+        events_topic=settings.events_topic,
+        dlq_topic=settings.signals_dlq_topic,
+        default_portfolio_value=settings.portfolio_value,
+    )
+    return [
+        ConsumedTopic(
+            settings.signals_topic,
+            TradeSignalMessage,
+            partial(apply_signal_batch, policy=signal_policy),
+            "signal",
+            title="on_trade_signals",
+            description="Trade signals keyed by trading range id; each opens or joins a campaign.",
+        ),
+    ]
+
+
+def register_consumers(
+    broker: KafkaBroker,
+    settings: Settings,
+    database: Database,
+    on_committed: Callable[[str, BatchResult], None] = lambda topic, result: None,
+) -> dict[str, LogicSubscriber]:
+    """One batch subscriber per consumed topic, all in the service's consumer group."""
+    subscribers = {}
+    for topic in consumed_topics(settings):
+        processor = BatchProcessor(database, topic.apply, on_committed, record_name=topic.record_name)
+        subscribers[topic.name] = register_batch_subscriber(
+            broker,
+            settings,
+            database,
+            topic.name,
+            partial(parse_record, contract=topic.contract),
+            processor,
+            title=topic.title,
+            description=topic.description,
+        )
+    return subscribers
+
+
 @dataclass
 class Worker:
     settings: Settings
@@ -83,14 +143,14 @@ class Worker:
     broker: KafkaBroker
     producer: AIOKafkaProducer
     relay: OutboxRelay
-    processor: SignalProcessor
+    subscribers: dict[str, LogicSubscriber]
     http_app: FastAPI
     metrics: Metrics
 
     @classmethod
     def build(cls, settings: Settings, servers: Servers) -> Worker:
         database = Database.connect(servers.database_url, settings.db_pool_size, settings.db_max_overflow)
-        metrics = Metrics()
+        metrics = Metrics(settings.consumed_topics)
         broker = build_broker(settings, servers.kafka_bootstrap_servers, middlewares=[metrics.middleware()])
 
         # The relay sends raw, already-serialised bytes: a plain aiokafka producer does that with less per-message
@@ -114,30 +174,29 @@ class Worker:
             batch_size=settings.relay_batch_size,
             poll_interval_s=settings.relay_poll_interval_ms / 1000,
         )
-        policy = SignalPolicy(
-            consumer_group=settings.kafka_group_id,
-            events_topic=settings.events_topic,
-            dlq_topic=settings.signals_dlq_topic,
-            default_portfolio_value=settings.portfolio_value,
-        )
 
-        def on_committed(result: BatchResult) -> None:
+        def on_committed(topic: str, result: BatchResult) -> None:
             relay.wake()
-            metrics.record_committed(result)
+            metrics.record_committed(topic, result)
 
-        processor = SignalProcessor(database, policy, on_committed=on_committed)
-        subscriber = register_signal_subscriber(broker, settings, database, processor)
+        subscribers = register_consumers(broker, settings, database, on_committed)
 
         async def refresh_consumer_lag() -> None:
-            metrics.set_consumer_lag(await partition_lags(subscriber.consumer))
+            lags = {}
+            for subscriber in subscribers.values():
+                lags.update(await partition_lags(subscriber.consumer))
+            metrics.set_consumer_lag(lags)
 
         metrics.before_scrape(refresh_consumer_lag)
 
         def consumer_check() -> str | None:
-            consumer = subscriber.consumer
-            if consumer is None:
-                return "not started"
-            return None if consumer.assignment() else "no partitions assigned"
+            for topic, subscriber in subscribers.items():
+                consumer = subscriber.consumer
+                if consumer is None:
+                    return f"{topic}: not started"
+                if not consumer.assignment():
+                    return f"{topic}: no partitions assigned"
+            return None
 
         http_app = create_app(
             database,
@@ -145,7 +204,7 @@ class Worker:
             metrics=metrics,
             max_outbox_age_s=settings.ready_max_outbox_age_s,
         )
-        return cls(settings, database, broker, producer, relay, processor, http_app, metrics)
+        return cls(settings, database, broker, producer, relay, subscribers, http_app, metrics)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Worker]:
@@ -190,10 +249,11 @@ async def prepare(settings: Settings, servers: Servers) -> None:
         await ensure_topics(
             servers.kafka_bootstrap_servers,
             {
-                settings.signals_topic: settings.topic_partitions,
-                settings.events_topic: settings.topic_partitions,
-                settings.signals_dlq_topic: settings.topic_partitions,
-            },
+                topic: settings.topic_partitions
+                for consumed in settings.consumed_topics
+                for topic in (consumed, settings.dlq_topic(consumed))
+            }
+            | {settings.events_topic: settings.topic_partitions},
             settings.topic_replication_factor,
             client_options=client_options(settings),
         )

@@ -1,6 +1,6 @@
 """The AsyncAPI document of every topic the service reads or writes (`schemas/asyncapi.json`).
 
-FastStream generates it from the worker's own subscriber (`register_signal_subscriber`) and from the publishers
+FastStream generates it from the worker's own subscribers (`register_consumers`) and from the publishers
 declared here. What FastStream cannot see is added afterwards:
 - the subscriber's payload: it takes raw records and validates them itself (messaging/parsing.py), so its handler
   signature names no model; each record's value is a `TradeSignalMessage`;
@@ -16,12 +16,9 @@ from faststream.specification import AsyncAPI
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from campaign_manager.app import build_broker
+from campaign_manager.app import build_broker, register_consumers
 from campaign_manager.contracts import CampaignEventMessage, DeadLetterErrorType, EventType, TradeSignalMessage
-from campaign_manager.messaging.signal_consumer import register_signal_subscriber
 from campaign_manager.persistence.store import Database
-from campaign_manager.service.processor import SignalProcessor
-from campaign_manager.service.signals import SignalPolicy
 from campaign_manager.settings import Settings
 
 TITLE = "campaign-manager"
@@ -61,8 +58,7 @@ def asyncapi_document(settings: Settings | None = None) -> dict[str, Any]:
     broker = build_broker(settings, DOCUMENTED_SERVER)
     # Handlers never run here: the engine is created but never connects.
     database = Database.connect("postgresql+asyncpg://localhost/unused")
-    policy = SignalPolicy(settings.kafka_group_id, settings.events_topic, settings.signals_dlq_topic, None)
-    register_signal_subscriber(broker, settings, database, SignalProcessor(database, policy))
+    register_consumers(broker, settings, database)
     declare_publishers(broker, settings)
     document: dict[str, Any] = (
         AsyncAPI(

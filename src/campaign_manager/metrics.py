@@ -15,7 +15,7 @@ import contextlib
 import functools
 import time
 from collections import Counter as Tally
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from operator import attrgetter
 from typing import Any, get_args
 
@@ -24,12 +24,14 @@ from faststream import BaseMiddleware
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from campaign_manager.contracts import DeadLetterErrorType
-from campaign_manager.service.signals import BatchResult
+from campaign_manager.service.batches import BatchResult
 
 PREFIX = "campaign_manager"
 OUTCOMES = ("applied", "rejected", "duplicate", "dead_lettered")
-# SignalOutcome.outcome -> the `outcome` label: opening and joining a campaign are both "applied".
-_OUTCOME_LABELS = {"CREATED": "applied", "ADDED": "applied", "REJECTED": "rejected", "DUPLICATE": "duplicate"}
+# RecordOutcome.outcome -> the `outcome` label: opening and joining a campaign are both "applied".
+_OUTCOME_LABELS = {
+    "CREATED": "applied", "ADDED": "applied", "APPLIED": "applied", "REJECTED": "rejected", "DUPLICATE": "duplicate",
+}  # fmt: skip
 _outcome_of = attrgetter("outcome")
 POSITION_TIMEOUT_S = 0.1  # a partition still seeking has no position yet; its lag is left out of this scrape
 
@@ -37,25 +39,28 @@ Refresher = Callable[[], Awaitable[None]]
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, topics: Sequence[str] = ()) -> None:
+        """`topics`: the consumed topics, whose series are exported from the start, at 0."""
         self.registry = CollectorRegistry()
-        signals = Counter(
-            f"{PREFIX}_signals_processed",
-            "Consumed trade-signal records by outcome: applied (opened or joined a campaign), rejected (a business "
-            "rule), duplicate (signal id seen before), dead_lettered (not a valid signal).",
-            ["outcome"],
+        self.messages = Counter(
+            f"{PREFIX}_messages_processed",
+            "Consumed records by topic and outcome: applied (a signal opened or joined a campaign, an event changed "
+            "one), rejected (a business rule), duplicate (message id seen before), dead_lettered (not a valid "
+            "message).",
+            ["topic", "outcome"],
             registry=self.registry,
         )
-        # Children resolved once: every outcome is exported from the start (at 0), and no label lookup per batch.
-        self._signals = {outcome: signals.labels(outcome) for outcome in OUTCOMES}
         self.dead_letters = Counter(
             f"{PREFIX}_dead_letters",
-            "Records written to the dead-letter topic, by x-dlq-error-type.",
-            ["error_type"],
+            "Records written to a dead-letter topic, by consumed topic and x-dlq-error-type.",
+            ["topic", "error_type"],
             registry=self.registry,
         )
-        for error_type in get_args(DeadLetterErrorType):
-            self.dead_letters.labels(error_type)
+        for topic in topics:
+            for outcome in OUTCOMES:
+                self.messages.labels(topic, outcome)
+            for error_type in get_args(DeadLetterErrorType):
+                self.dead_letters.labels(topic, error_type)
         self.batch_records = Histogram(
             f"{PREFIX}_batch_records",
             "Records per consumed batch.",
@@ -87,15 +92,15 @@ class Metrics:
         )
         self._refreshers: list[Refresher] = []
 
-    def record_committed(self, result: BatchResult) -> None:
+    def record_committed(self, topic: str, result: BatchResult) -> None:
         """Counts one committed transaction's outcomes."""
-        # Tally(map(...)) counts in C: no Python bytecode runs per signal.
+        # Tally(map(...)) counts in C: no Python bytecode runs per record.
         for outcome, count in Tally(map(_outcome_of, result.outcomes)).items():
-            self._signals[_OUTCOME_LABELS[outcome]].inc(count)
+            self.messages.labels(topic, _OUTCOME_LABELS.get(outcome, outcome.lower())).inc(count)
         if result.dead_letters:
-            self._signals["dead_lettered"].inc(len(result.dead_letters))
+            self.messages.labels(topic, "dead_lettered").inc(len(result.dead_letters))
             for error_type, count in Tally(dead.error_type for dead in result.dead_letters).items():
-                self.dead_letters.labels(error_type).inc(count)
+                self.dead_letters.labels(topic, error_type).inc(count)
 
     def record_batch(self, records: int, seconds: float) -> None:
         self.batch_records.observe(records)

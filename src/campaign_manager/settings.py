@@ -39,6 +39,9 @@ class Settings(BaseSettings):
         default=False, description="Idempotent producer; needs a broker that supports InitProducerId."
     )
     signals_topic: str = "trade-signals"
+    position_events_topic: str = "position-events"
+    market_prices_topic: str = "market-prices"
+    trading_ranges_topic: str = "trading-ranges"
     events_topic: str = "campaign-events"
     topic_partitions: int = Field(default=12, ge=1, description="Partitions of topics the service creates.")
     topic_replication_factor: int = Field(default=1, ge=1)
@@ -140,7 +143,16 @@ class Settings(BaseSettings):
 
     @property
     def signals_dlq_topic(self) -> str:
-        return f"{self.signals_topic}.dlq"
+        return self.dlq_topic(self.signals_topic)
+
+    @staticmethod
+    def dlq_topic(topic: str) -> str:
+        """Where records of `topic` that are not valid messages go."""
+        return f"{topic}.dlq"
+
+    @property
+    def consumed_topics(self) -> list[str]:
+        return [self.signals_topic, self.position_events_topic, self.market_prices_topic, self.trading_ranges_topic]
 
     @property
     def uses_embedded_database(self) -> bool:

@@ -29,8 +29,8 @@ async def scrape(base_url: str) -> dict[tuple[str, frozenset], float]:
     }
 
 
-def processed(metrics: dict[tuple[str, frozenset], float], outcome: str) -> float:
-    return metrics[("campaign_manager_signals_processed_total", frozenset({("outcome", outcome)}))]
+def processed(metrics: dict[tuple[str, frozenset], float], topic: str, outcome: str) -> float:
+    return metrics[("campaign_manager_messages_processed_total", frozenset({("topic", topic), ("outcome", outcome)}))]
 
 
 async def test_metrics_count_what_the_worker_did_and_readiness_names_every_check(
@@ -52,13 +52,17 @@ async def test_metrics_count_what_the_worker_did_and_readiness_names_every_check
         if timed >= 5 or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.2)
-    assert {o: processed(metrics, o) for o in ("applied", "rejected", "duplicate", "dead_lettered")} == {
+    assert {
+        o: processed(metrics, deployment.signals_topic, o)
+        for o in ("applied", "rejected", "duplicate", "dead_lettered")
+    } == {
         "applied": 3,
         "rejected": 0,
         "duplicate": 1,
         "dead_lettered": 1,
     }
-    assert metrics[("campaign_manager_dead_letters_total", frozenset({("error_type", "DecodeError")}))] == 1
+    dead_letter_key = frozenset({("topic", deployment.signals_topic), ("error_type", "DecodeError")})
+    assert metrics[("campaign_manager_dead_letters_total", dead_letter_key)] == 1
     assert metrics[("campaign_manager_batch_records_sum", frozenset())] == 5
     assert metrics[("campaign_manager_batch_duration_seconds_count", frozenset())] >= 1
 

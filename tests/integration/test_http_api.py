@@ -227,7 +227,7 @@ async def test_metrics_are_served_in_prometheus_text_format_with_the_outbox_back
     families = {family.name: family for family in text_string_to_metric_families(response.text)}
     assert families["campaign_manager_outbox_backlog"].samples[0].value >= 1
     assert families["campaign_manager_outbox_oldest_unsent_age_seconds"].samples[0].value >= 90
-    assert "campaign_manager_signals_processed" in families
+    assert "campaign_manager_messages_processed" in families
     assert "/metrics" not in schema["paths"]
 
 

@@ -20,8 +20,8 @@ async def test_a_new_embedded_broker_does_not_inherit_offsets_that_would_skip_it
     database: Database, migrated_database_url: str
 ) -> None:
     # A worker consumed three records from a broker that has since been replaced by an empty one.
-    feed, processor = SignalFeed(), make_processor(database)
-    group = processor.policy.consumer_group
+    group = f"test-group-{uuid4().hex[:8]}"
+    feed, processor = SignalFeed(), make_processor(database, consumer_group=group)
     await process(processor, feed, [feed.record(trade_signal(trading_range())) for _ in range(3)])
 
     await forget_consumed_offsets(migrated_database_url, group)

@@ -21,9 +21,9 @@ from campaign_manager.contracts import (
 from campaign_manager.domain.campaign import Campaign, human_campaign_id
 from campaign_manager.examples import encode, trade_signal, trading_range
 from campaign_manager.messaging.parsing import parse_signal_record
+from campaign_manager.service.batches import InvalidRecord, ValidRecord
 from campaign_manager.service.outgoing import EventSerializer
 from campaign_manager.service.records import ConsumedRecord
-from campaign_manager.service.signals import InvalidRecord, ValidSignal
 
 ERROR_TYPES = {"DecodeError", "ValidationError", "EmptyMessage"}
 
@@ -74,7 +74,7 @@ def test_valid_signal_round_trips_through_json() -> None:
 
     # The consumer parses the record...
     parsed = parse_signal_record(ConsumedRecord("trade-signals", 0, 0, key, value))
-    assert isinstance(parsed, ValidSignal)
+    assert isinstance(parsed, ValidRecord)
     message = parsed.message
 
     # ...keeps every field as sent...
@@ -346,7 +346,7 @@ def test_every_problem_of_a_record_is_named() -> None:
 def test_unknown_fields_are_ignored() -> None:
     parsed = parse_signal_record(record(changed(campaign_id="AAPL-2024-10-15", extra={"a": 1})))
 
-    assert isinstance(parsed, ValidSignal)
+    assert isinstance(parsed, ValidRecord)
 
 
 # --- the 1% risk tolerance -------------------------------------------------------------------------------------
@@ -366,7 +366,7 @@ def test_unknown_fields_are_ignored() -> None:
 def test_risk_within_one_percent_of_the_prices_is_accepted(risk_amount: str) -> None:
     parsed = parse_signal_record(record(changed(risk_amount=risk_amount)))
 
-    assert isinstance(parsed, ValidSignal)
+    assert isinstance(parsed, ValidRecord)
     assert parsed.message.risk_amount == Decimal(risk_amount)
 
 

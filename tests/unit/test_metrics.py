@@ -9,8 +9,8 @@ from aiokafka import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from campaign_manager.metrics import Metrics, partition_lags
+from campaign_manager.service.batches import BatchResult, InvalidRecord, RecordOutcome
 from campaign_manager.service.records import ConsumedRecord
-from campaign_manager.service.signals import BatchResult, InvalidRecord, SignalOutcome
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -21,8 +21,8 @@ def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
     }
 
 
-def outcome(kind: str) -> SignalOutcome:
-    return SignalOutcome(uuid4(), kind, None, None, None, "SPRING")
+def outcome(kind: str) -> RecordOutcome:
+    return RecordOutcome(uuid4(), kind, None, None, None, "SPRING")
 
 
 def dead_letter(error_type: str) -> InvalidRecord:
@@ -30,33 +30,34 @@ def dead_letter(error_type: str) -> InvalidRecord:
 
 
 def test_committed_outcomes_are_counted_by_kind() -> None:
-    metrics = Metrics()
+    metrics = Metrics(["trade-signals"])
     result = BatchResult(
         outcomes=[outcome("CREATED"), outcome("ADDED"), outcome("ADDED"), outcome("REJECTED"), outcome("DUPLICATE")],
         dead_letters=[dead_letter("ValidationError"), dead_letter("ValidationError"), dead_letter("DecodeError")],
     )
 
-    metrics.record_committed(result)
-    metrics.record_committed(BatchResult(outcomes=[outcome("CREATED")]))
+    metrics.record_committed("trade-signals", result)
+    metrics.record_committed("trade-signals", BatchResult(outcomes=[outcome("CREATED")]))
 
     counted = samples(metrics)
     by_outcome = {
-        labels[0][1]: value
+        dict(labels)["outcome"]: value
         for (name, labels), value in counted.items()
-        if name == "campaign_manager_signals_processed_total"
+        if name == "campaign_manager_messages_processed_total"
     }
     assert by_outcome == {"applied": 4, "rejected": 1, "duplicate": 1, "dead_lettered": 3}
-    assert counted[("campaign_manager_dead_letters_total", (("error_type", "ValidationError"),))] == 2
-    assert counted[("campaign_manager_dead_letters_total", (("error_type", "DecodeError"),))] == 1
-    assert counted[("campaign_manager_dead_letters_total", (("error_type", "ProcessingError"),))] == 0
+    topic = ("topic", "trade-signals")
+    assert counted[("campaign_manager_dead_letters_total", (("error_type", "ValidationError"), topic))] == 2
+    assert counted[("campaign_manager_dead_letters_total", (("error_type", "DecodeError"), topic))] == 1
+    assert counted[("campaign_manager_dead_letters_total", (("error_type", "ProcessingError"), topic))] == 0
 
 
 def test_two_workers_in_one_process_keep_separate_metrics() -> None:
-    first, second = Metrics(), Metrics()
+    first, second = Metrics(["trade-signals"]), Metrics(["trade-signals"])
 
-    first.record_committed(BatchResult(outcomes=[outcome("CREATED")]))
+    first.record_committed("trade-signals", BatchResult(outcomes=[outcome("CREATED")]))
 
-    key = ("campaign_manager_signals_processed_total", (("outcome", "applied"),))
+    key = ("campaign_manager_messages_processed_total", (("outcome", "applied"), ("topic", "trade-signals")))
     assert samples(first)[key] == 1
     assert samples(second)[key] == 0
 

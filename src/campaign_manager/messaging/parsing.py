@@ -1,12 +1,12 @@
-"""Turns a raw `trade-signals` record into a validated signal, or into a specific reason it can't be one."""
+"""Turns a raw record into a validated message of its topic's contract, or into a specific reason it can't be one."""
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from campaign_manager.contracts import TradeSignalMessage, loads_exact
+from campaign_manager.service.batches import InvalidRecord, ParsedRecord, ValidRecord
 from campaign_manager.service.records import ConsumedRecord
-from campaign_manager.service.signals import InvalidRecord, ParsedRecord, ValidSignal
 
 MAX_REASON_LENGTH = 1000
 
@@ -20,7 +20,7 @@ def describe_validation_error(error: ValidationError) -> str:
     return "; ".join(parts)[:MAX_REASON_LENGTH]
 
 
-def parse_signal_record(record: ConsumedRecord) -> ParsedRecord:
+def parse_record(record: ConsumedRecord, contract: type[BaseModel]) -> ParsedRecord:
     if record.value is None:
         return InvalidRecord(record, "message has no value (tombstone)", "EmptyMessage")
     if not record.value.strip():
@@ -40,6 +40,10 @@ def parse_signal_record(record: ConsumedRecord) -> ParsedRecord:
             record, f"message value must be a JSON object, not {type(document).__name__}", "ValidationError"
         )
     try:
-        return ValidSignal(record, TradeSignalMessage.model_validate(document))
+        return ValidRecord(record, contract.model_validate(document))
     except ValidationError as exc:
         return InvalidRecord(record, describe_validation_error(exc), "ValidationError")
+
+
+def parse_signal_record(record: ConsumedRecord) -> ParsedRecord:
+    return parse_record(record, TradeSignalMessage)

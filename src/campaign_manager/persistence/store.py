@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -48,6 +49,47 @@ class OutboxMessage:
     aggregate_id: UUID | None = None
     # Dead letters: the original headers plus the x-dlq-* ones.
     headers: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class ProcessedMessage:
+    """A position or range event applied (or refused): what makes its redelivery change nothing."""
+
+    topic: str
+    message_id: UUID
+    outcome: str
+    campaign_id: UUID | None
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class PositionHistoryEntry:
+    """One fill or exit of a position, as `position_history` keeps it."""
+
+    position_id: UUID
+    campaign_id: UUID
+    message_id: UUID
+    event_type: str  # FILLED | PARTIALLY_CLOSED | CLOSED | STOPPED
+    price: Decimal
+    shares: Decimal
+    realized_pnl: Decimal
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class TradingRangeState:
+    """A range's levels and status as a `trading-ranges` event leaves them."""
+
+    id: UUID
+    symbol: str
+    timeframe: str
+    start_time: datetime
+    creek: Decimal
+    ice: Decimal
+    jump: Decimal
+    phase: str
+    status: str  # ACTIVE | INVALIDATED
+    invalidation_reason: str | None
 
 
 @dataclass(frozen=True)
@@ -94,19 +136,32 @@ def trading_range_from_row(row: Mapping[str, Any]) -> TradingRange:
 
 _CAMPAIGN_CHANGING = [
     "status", "phase", "total_risk", "total_allocation", "current_risk", "weighted_avg_entry", "total_shares",
-    "total_pnl", "completed_at", "invalidation_reason", "version", "updated_at",
+    "total_pnl", "realized_pnl", "unrealized_pnl", "completed_at", "invalidation_reason", "version", "updated_at",
+]  # fmt: skip
+_POSITION_CHANGING = [
+    "entry_date", "entry_price", "shares", "stop_loss", "target_price", "current_price", "current_pnl", "status",
+    "allocation_percent", "risk_amount", "updated_at", "entry_shares", "realized_pnl", "exit_price", "filled_at",
+    "closed_at",
 ]  # fmt: skip
 _RANGE_COLUMNS = ["id", "symbol", "timeframe", "start_time", "creek", "ice", "jump", "phase"]
 _PROCESSED_COLUMNS = [
     "signal_id", "outcome", "campaign_id", "reason", "source_topic", "source_partition", "source_offset",
 ]  # fmt: skip
+_MESSAGE_COLUMNS = ["topic", "message_id", "outcome", "campaign_id", "reason"]
+_HISTORY_COLUMNS = [
+    "position_id", "campaign_id", "message_id", "event_type", "price", "shares", "realized_pnl", "occurred_at",
+]  # fmt: skip
 _OUTBOX_TYPES = {
     "event_id": "uuid", "topic": "text", "message_key": "bytea", "payload": "bytea", "headers": "jsonb",
     "event_type": "text", "occurred_at": "timestamptz", "aggregate_id": "uuid",
 }  # fmt: skip
-_OFFSET_TYPES = {"partition": "int", "next_offset": "bigint"}
-
-
+# The write statement's parameters, in order: JSON arrays of documents, then plain arrays and scalars.
+_WRITE_PARAMETERS = [
+    "ranges", "range_events", "new_campaigns", "changed_campaigns", "changed_ids", "expected_versions",
+    "marked_to_market_at", "processed_signals", "processed_messages", "new_positions", "changed_positions",
+    "position_history", *(f"outbox_{name}" for name in _OUTBOX_TYPES), "partitions", "next_offsets",
+    "consumer_group", "topic",
+]  # fmt: skip
 # `{symbol}-{date}-2` -> `{symbol}-{date}`
 _HUMAN_ID_SUFFIX = r"(\d{4}-\d{2}-\d{2})-\d+$"
 
@@ -116,51 +171,73 @@ def _columns(names: Iterable[str], prefix: str = "r.") -> str:
 
 
 def _batch_write_sql() -> str:
-    """Every write of a batch as one statement of data-modifying CTEs: one round trip instead of eight.
+    """Every write of a batch as one statement of data-modifying CTEs: one round trip instead of a dozen.
 
-    Ranges, campaigns, positions and processed signals arrive as JSON arrays of their documents (the same bytes
-    the events carry) and PostgreSQL expands them into rows with `json_populate_recordset`: one parse in C instead
-    of a Python conversion per column and row. Foreign keys are checked when the whole statement ends, so children
-    may reference parents inserted beside them.
+    Ranges, campaigns, positions and the other records arrive as JSON arrays of their documents (for campaigns and
+    positions, the same bytes the events carry) and PostgreSQL expands them into rows with `json_populate_recordset`:
+    one parse in C instead of a Python conversion per column and row. Foreign keys are checked when the whole
+    statement ends, so children may reference parents inserted beside them. No two parts touch the same row.
     """
-    outbox_arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(_OUTBOX_TYPES.values(), start=7))
-    offsets = len(_OUTBOX_TYPES) + 7
-    group, topic = f"${offsets + 2}", f"${offsets + 3}"
+
+    def p(name: str) -> str:
+        return f"${_WRITE_PARAMETERS.index(name) + 1}"
+
+    def rows(table: str, parameter: str) -> str:
+        return f"json_populate_recordset(NULL::{table}, {p(parameter)}::text::json) r"
+
+    outbox_arrays = ", ".join(f"{p('outbox_' + name)}::{pg_type}[]" for name, pg_type in _OUTBOX_TYPES.items())
     return f"""
         WITH ranges AS (
             INSERT INTO trading_ranges ({_columns(_RANGE_COLUMNS, "")})
-            SELECT {_columns(_RANGE_COLUMNS)} FROM json_populate_recordset(NULL::trading_ranges, $1::text::json) r
+            SELECT {_columns(_RANGE_COLUMNS)} FROM {rows("trading_ranges", "ranges")}
             ON CONFLICT (id) DO UPDATE SET creek = EXCLUDED.creek, ice = EXCLUDED.ice, jump = EXCLUDED.jump,
                 phase = EXCLUDED.phase, updated_at = now()
             -- Most signals repeat the levels already stored: skip those row writes.
             WHERE (trading_ranges.creek, trading_ranges.ice, trading_ranges.jump, trading_ranges.phase)
                 IS DISTINCT FROM (EXCLUDED.creek, EXCLUDED.ice, EXCLUDED.jump, EXCLUDED.phase)
+        ), range_events AS (
+            INSERT INTO trading_ranges ({_columns(_RANGE_COLUMNS, "")}, status, invalidation_reason)
+            SELECT {_columns(_RANGE_COLUMNS)}, r.status, r.invalidation_reason
+            FROM {rows("trading_ranges", "range_events")}
+            ON CONFLICT (id) DO UPDATE SET creek = EXCLUDED.creek, ice = EXCLUDED.ice, jump = EXCLUDED.jump,
+                phase = EXCLUDED.phase, status = EXCLUDED.status, invalidation_reason = EXCLUDED.invalidation_reason,
+                updated_at = now()
         ), new_campaigns AS (
             -- campaign_id_base: the human id without its -2, -3 suffix, so the next suffix is one lookup away.
             INSERT INTO campaigns ({_columns(_CAMPAIGN_COLUMNS, "")}, campaign_id_base)
             SELECT {_columns(_CAMPAIGN_COLUMNS)}, regexp_replace(r.campaign_id, '{_HUMAN_ID_SUFFIX}', '\\1')
-            FROM json_populate_recordset(NULL::campaigns, $2::text::json) r
+            FROM {rows("campaigns", "new_campaigns")}
         ), changed AS (
-            UPDATE campaigns c SET ({_columns(_CAMPAIGN_CHANGING, "")}) = ({_columns(_CAMPAIGN_CHANGING)})
-            FROM json_populate_recordset(NULL::campaigns, $3::text::json) r
-            JOIN unnest($4::uuid[], $5::int[]) AS e(id, expected_version) ON e.id = r.id
+            UPDATE campaigns c SET ({_columns(_CAMPAIGN_CHANGING, "")}) = ({_columns(_CAMPAIGN_CHANGING)}),
+                marked_to_market_at = COALESCE(e.marked_to_market_at, c.marked_to_market_at)
+            FROM {rows("campaigns", "changed_campaigns")}
+            JOIN unnest({p("changed_ids")}::uuid[], {p("expected_versions")}::int[],
+                {p("marked_to_market_at")}::timestamptz[]) AS e(id, expected_version, marked_to_market_at)
+                ON e.id = r.id
             WHERE c.id = r.id AND c.version = e.expected_version RETURNING c.id
         ), processed AS (
             INSERT INTO processed_signals ({_columns(_PROCESSED_COLUMNS, "")})
-            SELECT {_columns(_PROCESSED_COLUMNS)}
-            FROM json_populate_recordset(NULL::processed_signals, $6::text::json) r
-        ), positions AS (
+            SELECT {_columns(_PROCESSED_COLUMNS)} FROM {rows("processed_signals", "processed_signals")}
+        ), processed_messages AS (
+            INSERT INTO processed_messages ({_columns(_MESSAGE_COLUMNS, "")})
+            SELECT {_columns(_MESSAGE_COLUMNS)} FROM {rows("processed_messages", "processed_messages")}
+        ), new_positions AS (
             INSERT INTO campaign_positions ({_columns(_POSITION_COLUMNS, "")}, campaign_id)
-            SELECT {_columns(_POSITION_COLUMNS)}, r.campaign_id
-            FROM json_populate_recordset(NULL::campaign_positions, ${offsets + 4}::text::json) r
+            SELECT {_columns(_POSITION_COLUMNS)}, r.campaign_id FROM {rows("campaign_positions", "new_positions")}
+        ), changed_positions AS (
+            UPDATE campaign_positions p SET ({_columns(_POSITION_CHANGING, "")}) = ({_columns(_POSITION_CHANGING)})
+            FROM {rows("campaign_positions", "changed_positions")} WHERE p.position_id = r.position_id
+        ), position_history AS (
+            INSERT INTO position_history ({_columns(_HISTORY_COLUMNS, "")})
+            SELECT {_columns(_HISTORY_COLUMNS)} FROM {rows("position_history", "position_history")}
         ), messages AS (
             INSERT INTO outbox ({_columns(_OUTBOX_TYPES, "")})
             SELECT {_columns(_OUTBOX_TYPES, "v.")} FROM unnest({outbox_arrays}) AS v({_columns(_OUTBOX_TYPES, "")})
             RETURNING 1
         ), offsets AS (
             UPDATE consumer_offsets o SET next_offset = GREATEST(o.next_offset, v.next_offset), updated_at = now()
-            FROM unnest(${offsets}::int[], ${offsets + 1}::bigint[]) AS v(partition, next_offset)
-            WHERE o.consumer_group = {group} AND o.topic = {topic} AND o.partition = v.partition
+            FROM unnest({p("partitions")}::int[], {p("next_offsets")}::bigint[]) AS v(partition, next_offset)
+            WHERE o.consumer_group = {p("consumer_group")} AND o.topic = {p("topic")} AND o.partition = v.partition
         )
         SELECT ARRAY(SELECT id FROM changed) AS changed_ids,
             -- Wakes the relay of whichever worker holds the relay lock; delivered at commit.
@@ -189,6 +266,14 @@ class BatchWrite:
     processed: Iterable[ProcessedSignal] = ()
     positions: Iterable[tuple[UUID, CampaignPosition]] = ()
     outbox: Iterable[OutboxMessage] = ()
+    # --- the lifecycle's writes ---
+    # Levels and status of ranges named by `trading-ranges` events.
+    range_events: Iterable[TradingRangeState] = ()
+    changed_positions: Iterable[CampaignPosition] = ()
+    position_history: Iterable[PositionHistoryEntry] = ()
+    processed_messages: Iterable[ProcessedMessage] = ()
+    # Changed campaigns whose CampaignMarkedToMarket event this batch writes, and when.
+    marked_to_market_at: Mapping[UUID, datetime] = field(default_factory=dict)
     # The unit of work's JSON of campaigns and positions: rows are written from the bytes events already use.
     documents: DocumentCache = field(default_factory=DocumentCache)
 
@@ -294,34 +379,44 @@ class CampaignStore:
         documents = batch.documents
         # One row per range, in id order so that concurrent writers lock them in the same order.
         ranges = sorted({r.id: r for r in batch.trading_ranges}.values(), key=lambda r: r.id)
-        changed = list(batch.changed_campaigns)
-        positions = [
+        changed = sorted(batch.changed_campaigns, key=lambda c: c.id)
+        positions_by_campaign = {p.position_id: c.id for c in changed for p in c.positions}
+        new_positions = [
             b'{"campaign_id":"%s",%s' % (str(campaign_id).encode(), documents.position(p)[1:])
             for campaign_id, p in batch.positions
         ]
+        changed_positions = [
+            b'{"campaign_id":"%s",%s' % (str(positions_by_campaign[p.position_id]).encode(), documents.position(p)[1:])
+            for p in sorted(batch.changed_positions, key=lambda p: p.position_id)
+        ]
         outbox = list(batch.outbox)
-        row = await self.db.fetchrow(
-            _BATCH_WRITE,
-            to_json(ranges).decode(),
-            _json_array(documents.campaign(c) for c in batch.new_campaigns),
-            _json_array(documents.campaign(c) for c in changed),
-            [c.id for c in changed],
-            [batch.loaded_versions[c.id] for c in changed],
-            to_json(list(batch.processed)).decode(),
-            [m.event_id for m in outbox],
-            [m.topic for m in outbox],
-            [m.key for m in outbox],
-            [m.payload for m in outbox],
-            [None if m.headers is None else to_json(m.headers).decode() for m in outbox],
-            [m.event_type for m in outbox],
-            [m.occurred_at for m in outbox],
-            [m.aggregate_id for m in outbox],
-            list(batch.next_offsets),
-            list(batch.next_offsets.values()),
-            batch.consumer_group,
-            batch.topic,
-            _json_array(positions),
-        )
+        arguments = {
+            "ranges": to_json(ranges).decode(),
+            "range_events": to_json(sorted(batch.range_events, key=lambda r: r.id)).decode(),
+            "new_campaigns": _json_array(documents.campaign(c) for c in batch.new_campaigns),
+            "changed_campaigns": _json_array(documents.campaign(c) for c in changed),
+            "changed_ids": [c.id for c in changed],
+            "expected_versions": [batch.loaded_versions[c.id] for c in changed],
+            "marked_to_market_at": [batch.marked_to_market_at.get(c.id) for c in changed],
+            "processed_signals": to_json(list(batch.processed)).decode(),
+            "processed_messages": to_json(list(batch.processed_messages)).decode(),
+            "new_positions": _json_array(new_positions),
+            "changed_positions": _json_array(changed_positions),
+            "position_history": to_json(list(batch.position_history)).decode(),
+            "outbox_event_id": [m.event_id for m in outbox],
+            "outbox_topic": [m.topic for m in outbox],
+            "outbox_message_key": [m.key for m in outbox],
+            "outbox_payload": [m.payload for m in outbox],
+            "outbox_headers": [None if m.headers is None else to_json(m.headers).decode() for m in outbox],
+            "outbox_event_type": [m.event_type for m in outbox],
+            "outbox_occurred_at": [m.occurred_at for m in outbox],
+            "outbox_aggregate_id": [m.aggregate_id for m in outbox],
+            "partitions": list(batch.next_offsets),
+            "next_offsets": list(batch.next_offsets.values()),
+            "consumer_group": batch.consumer_group,
+            "topic": batch.topic,
+        }
+        row = await self.db.fetchrow(_BATCH_WRITE, *(arguments[name] for name in _WRITE_PARAMETERS))
         if len(row["changed_ids"]) != len(changed):
             written = set(row["changed_ids"])
             missing = [c.campaign_id for c in changed if c.id not in written]

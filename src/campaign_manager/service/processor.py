@@ -1,4 +1,4 @@
-"""Runs `apply_signal_batch` until it commits: the retry and poison-message policy of the signal consumer.
+"""Runs a topic's batch handler until it commits: the retry and poison-message policy of every consumer.
 
 - Database unavailable: wait and retry the same batch, for as long as it takes (never dead-letter: not the data's
   fault). The partition simply pauses.
@@ -17,14 +17,8 @@ from dataclasses import dataclass, replace
 import structlog
 
 from campaign_manager.persistence.store import Database
+from campaign_manager.service.batches import ApplyBatch, BatchResult, InvalidRecord, ParsedRecord
 from campaign_manager.service.retry import backoff_seconds, is_conflict, is_unavailable
-from campaign_manager.service.signals import (
-    BatchResult,
-    InvalidRecord,
-    ParsedRecord,
-    SignalPolicy,
-    apply_signal_batch,
-)
 
 log = structlog.get_logger(__name__)
 
@@ -33,10 +27,12 @@ MAX_FAILED_ATTEMPTS = 3  # a deterministic failure fails the same way every time
 
 
 @dataclass
-class SignalProcessor:
+class BatchProcessor:
     database: Database
-    policy: SignalPolicy
-    on_committed: Callable[[BatchResult], None] = lambda result: None
+    apply: ApplyBatch
+    on_committed: Callable[[str, BatchResult], None] = lambda topic, result: None
+    # What one record is, for the log: `signal` gives `signal_processed` lines with a `signal_id`.
+    record_name: str = "message"
 
     async def process(self, topic: str, records: Sequence[ParsedRecord]) -> BatchResult:
         """Applies the batch exactly once; returns only after it is committed."""
@@ -73,7 +69,7 @@ class SignalProcessor:
         while True:
             try:
                 async with self.database.transaction() as store:
-                    result = await apply_signal_batch(store, topic, records, self.policy)
+                    result = await self.apply(store, topic, records)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
@@ -100,21 +96,22 @@ class SignalProcessor:
                 events=result.events_written,
                 milliseconds=round((time.perf_counter() - started) * 1000, 1),
             )
-            self._log(result)
-            self.on_committed(result)
+            self._log(topic, result)
+            self.on_committed(topic, result)
             return result
 
-    @staticmethod
-    def _log(result: BatchResult) -> None:
+    def _log(self, topic: str, result: BatchResult) -> None:
+        event, id_field = f"{self.record_name}_processed", f"{self.record_name}_id"
         for outcome in result.outcomes:
             log.info(
-                "signal_processed",
-                signal_id=str(outcome.signal_id),
+                event,
+                topic=topic,
                 outcome=outcome.outcome,
+                **{id_field: str(outcome.message_id) if outcome.message_id else None},
                 campaign_id=str(outcome.campaign_id) if outcome.campaign_id else None,
                 human_campaign_id=outcome.human_campaign_id,
                 correlation_id=outcome.correlation_id,
-                pattern_type=outcome.pattern_type,
+                kind=outcome.kind,
                 reason=outcome.reason,
             )
         for campaign, allocation in result.allocation_warnings:

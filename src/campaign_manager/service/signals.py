@@ -11,7 +11,7 @@ Nothing is visible, published or committed to Kafka before that transaction comm
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from uuid import UUID
@@ -21,47 +21,14 @@ from campaign_manager.domain.campaign import Campaign, CampaignPosition, human_c
 from campaign_manager.domain.errors import RuleViolation
 from campaign_manager.domain.events import AllocationNearLimit, CampaignCreated, PositionAdded
 from campaign_manager.persistence.store import BatchWrite, CampaignKey, CampaignStore, OutboxMessage, ProcessedSignal
-from campaign_manager.service.outgoing import EventSerializer, dead_letter_message
-from campaign_manager.service.records import ConsumedRecord
-
-
-@dataclass(frozen=True)
-class ValidSignal:
-    record: ConsumedRecord
-    message: TradeSignalMessage
-
-
-@dataclass(frozen=True)
-class InvalidRecord:
-    record: ConsumedRecord
-    reason: str
-    error_type: str
-
-
-ParsedRecord = ValidSignal | InvalidRecord
-
-
-@dataclass(frozen=True)
-class SignalOutcome:
-    """One line of the processing log."""
-
-    signal_id: UUID
-    outcome: str  # CREATED | ADDED | REJECTED | DUPLICATE
-    campaign_id: UUID | None
-    human_campaign_id: str | None
-    correlation_id: str | None
-    pattern_type: str
-    reason: str | None = None
-
-
-@dataclass
-class BatchResult:
-    outcomes: list[SignalOutcome] = field(default_factory=list)
-    dead_letters: list[InvalidRecord] = field(default_factory=list)
-    allocation_warnings: list[tuple[Campaign, Decimal]] = field(default_factory=list)
-    skipped_already_applied: int = 0
-    next_offsets: dict[int, int] = field(default_factory=dict)
-    events_written: int = 0
+from campaign_manager.service.batches import (
+    BatchResult,
+    ParsedRecord,
+    RecordOutcome,
+    ValidRecord,
+    claim_fresh_records,
+)
+from campaign_manager.service.outgoing import EventSerializer
 
 
 @dataclass(frozen=True)
@@ -84,25 +51,13 @@ async def apply_signal_batch(
     if not records:
         return result
 
-    # 1. What this batch may still apply: stored offsets are the truth, Kafka's are only a hint.
-    stored = await store.lock_offsets(policy.consumer_group, topic, {r.record.partition for r in records})
-    fresh = [r for r in records if r.record.offset >= stored[r.record.partition]]
-    result.skipped_already_applied = len(records) - len(fresh)
-    for r in records:
-        result.next_offsets[r.record.partition] = max(
-            result.next_offsets.get(r.record.partition, stored[r.record.partition]), r.record.offset + 1
-        )
-
-    outbox: list[OutboxMessage] = []
-    for r in fresh:
-        if isinstance(r, InvalidRecord):
-            outbox.append(
-                dead_letter_message(r.record, reason=r.reason, error_type=r.error_type, dlq_topic=policy.dlq_topic)
-            )
-            result.dead_letters.append(r)
+    # 1. What this batch may still apply; dead letters for what is not a valid signal.
+    claimed = await claim_fresh_records(store, policy.consumer_group, topic, records)
+    result.skipped_already_applied, result.next_offsets = claimed.skipped, claimed.next_offsets
+    outbox: list[OutboxMessage] = claimed.dead_letters(policy.dlq_topic, result)
 
     # 2. Idempotency by signal id, across batches and within this one.
-    valid = [r for r in fresh if isinstance(r, ValidSignal)]
+    valid: list[ValidRecord[TradeSignalMessage]] = claimed.valid()
     seen = await store.processed_signal_ids({r.message.id for r in valid})
     duplicates: set[int] = set()  # positions in `valid` of repeats, reported in record order below
     for index, r in enumerate(valid):
@@ -201,7 +156,9 @@ async def apply_signal_batch(
     return result
 
 
-def _processed(r: ValidSignal, outcome: str, campaign_id: UUID | None, reason: str | None) -> ProcessedSignal:
+def _processed(
+    r: ValidRecord[TradeSignalMessage], outcome: str, campaign_id: UUID | None, reason: str | None
+) -> ProcessedSignal:
     return ProcessedSignal(
         signal_id=r.message.id,
         outcome=outcome,
@@ -215,13 +172,13 @@ def _processed(r: ValidSignal, outcome: str, campaign_id: UUID | None, reason: s
 
 def _outcome(
     message: TradeSignalMessage, outcome: str, campaign: Campaign | None, reason: str | None = None
-) -> SignalOutcome:
-    return SignalOutcome(
-        signal_id=message.id,
+) -> RecordOutcome:
+    return RecordOutcome(
+        message_id=message.id,
         outcome=outcome,
         campaign_id=campaign.id if campaign else None,
         human_campaign_id=campaign.campaign_id if campaign else None,
         correlation_id=message.correlation_id,
-        pattern_type=str(message.pattern_type),
+        kind=str(message.pattern_type),
         reason=reason,
     )

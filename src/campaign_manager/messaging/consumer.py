@@ -1,4 +1,4 @@
-"""The `trade-signals` subscriber: a FastStream batch subscriber that hands each batch to the signal processor.
+"""The consumers: one FastStream batch subscriber per consumed topic, each handing its batches to a processor.
 
 Acknowledgement is ours, not FastStream's (`AckPolicy.MANUAL`). With 0.7.8 the other policies commit a batch whose
 handler raised, and `ack()` commits the position of every assigned partition. Instead:
@@ -23,10 +23,10 @@ from faststream.kafka.message import KafkaMessage
 from faststream.kafka.subscriber.usecase import LogicSubscriber
 from sqlalchemy import select
 
-from campaign_manager.messaging.parsing import parse_signal_record
 from campaign_manager.persistence.store import Database
 from campaign_manager.persistence.tables import consumer_offsets
-from campaign_manager.service.processor import SignalProcessor
+from campaign_manager.service.batches import ParsedRecord
+from campaign_manager.service.processor import BatchProcessor
 from campaign_manager.service.records import ConsumedRecord
 from campaign_manager.settings import Settings
 
@@ -91,15 +91,22 @@ async def _raw_body(message: KafkaMessage, original: Any) -> Any:
     return message.body
 
 
-def register_signal_subscriber(
+def register_batch_subscriber(
     broker: KafkaBroker,
     settings: Settings,
     database: Database,
-    processor: SignalProcessor,
+    topic: str,
+    parse: Callable[[ConsumedRecord], ParsedRecord],
+    processor: BatchProcessor,
+    *,
+    title: str,
+    description: str,
 ) -> LogicSubscriber:
+    """A batch subscriber of `topic` in the service's consumer group: each batch parsed record by record, then
+    applied exactly once by `processor`."""
     subscriber_ref: list[LogicSubscriber] = []
     subscriber = broker.subscriber(
-        settings.signals_topic,
+        topic,
         group_id=settings.kafka_group_id,
         batch=True,
         max_records=settings.batch_max_records,
@@ -115,24 +122,24 @@ def register_signal_subscriber(
         listener=SeekToStoredOffsets(database, settings.kafka_group_id, lambda: subscriber_ref[0]),
         parser=_raw_batch_parser,
         decoder=_raw_body,
-        title="on_trade_signals",
-        description="Trade signals keyed by trading range id; each opens or joins a campaign.",
+        title=title,
+        description=description,
     )
     subscriber_ref.append(subscriber)
 
     @subscriber
-    async def on_trade_signals(body: Any, message: KafkaMessage = Context("message")) -> None:
+    async def on_batch(body: Any, message: KafkaMessage = Context("message")) -> None:
         raw_records: tuple[ConsumerRecord, ...] = message.raw_message
-        parsed = [parse_signal_record(consumed_record(raw)) for raw in raw_records]
+        parsed = [parse(consumed_record(raw)) for raw in raw_records]
         try:
-            result = await processor.process(settings.signals_topic, parsed)
+            result = await processor.process(topic, parsed)
         except Exception:  # noqa: BLE001 - logged by the processor; handled by reading the batch again
             # Nothing of this batch was stored. Left as it is, the consumer would go on with the next records and
             # their offsets would pass over these: read them again instead, after a pause.
             _rewind(subscriber.consumer, raw_records)
             await asyncio.sleep(BATCH_FAILED_PAUSE_S)
             return
-        await _mirror_offsets(subscriber.consumer, settings.signals_topic, result.next_offsets)
+        await _mirror_offsets(subscriber.consumer, topic, result.next_offsets)
 
     return subscriber
 
