@@ -333,19 +333,60 @@ class CampaignStore:
         if not keys:
             return {}
         portfolios, ranges = zip(*keys, strict=True)
-        rows = await self.db.fetch(
-            "SELECT c.* FROM campaigns c"
-            " JOIN unnest($1::text[], $2::uuid[]) AS k(portfolio_id, trading_range_id)"
+        found = await self._lock_campaigns(
+            "JOIN unnest($1::text[], $2::uuid[]) AS k(portfolio_id, trading_range_id)"
             " ON c.portfolio_id = k.portfolio_id AND c.trading_range_id = k.trading_range_id"
-            " WHERE c.status IN ('ACTIVE', 'MARKUP') ORDER BY c.id FOR UPDATE OF c",
+            " WHERE c.status IN ('ACTIVE', 'MARKUP')",
             list(portfolios),
             list(ranges),
         )
+        return {(c.portfolio_id, c.trading_range_id): c for c in found}
+
+    async def lock_campaigns(self, campaign_ids: Collection[UUID]) -> dict[UUID, Campaign]:
+        """These campaigns, whatever their status, with their positions, row-locked until commit."""
+        if not campaign_ids:
+            return {}
+        found = await self._lock_campaigns("JOIN unnest($1::uuid[]) AS k(id) USING (id)", list(campaign_ids))
+        return {c.id: c for c in found}
+
+    async def lock_open_campaigns_of_ranges(self, range_ids: Collection[UUID]) -> list[Campaign]:
+        """Every open campaign (of any portfolio) in these trading ranges, row-locked until commit."""
+        if not range_ids:
+            return []
+        return await self._lock_campaigns(
+            "JOIN unnest($1::uuid[]) AS k(trading_range_id) USING (trading_range_id)"
+            " WHERE c.status IN ('ACTIVE', 'MARKUP')",
+            list(range_ids),
+        )
+
+    async def lock_open_campaigns_of_symbols(self, symbols: Collection[str]) -> list[Campaign]:
+        """Every open campaign of these symbols, row-locked until commit."""
+        if not symbols:
+            return []
+        return await self._lock_campaigns(
+            "JOIN unnest($1::text[]) AS k(symbol) USING (symbol) WHERE c.status IN ('ACTIVE', 'MARKUP')",
+            list(symbols),
+        )
+
+    async def _lock_campaigns(self, join_and_where: str, *parameters: Any) -> list[Campaign]:
+        # In id order, so that writers locking overlapping sets never deadlock.
+        rows = await self.db.fetch(
+            f"SELECT c.* FROM campaigns c {join_and_where} ORDER BY c.id FOR UPDATE OF c", *parameters
+        )
         positions = await self.positions_of([row["id"] for row in rows])
-        return {
-            (row["portfolio_id"], row["trading_range_id"]): campaign_from_row(row, positions.get(row["id"], []))
-            for row in rows
-        }
+        return [campaign_from_row(row, positions.get(row["id"], [])) for row in rows]
+
+    async def processed_message_ids(self, topic: str, message_ids: Collection[UUID]) -> set[UUID]:
+        """Which of these position or range event ids were applied (or refused) before."""
+        if not message_ids:
+            return set()
+        rows = await self.db.fetch(
+            "SELECT m.message_id FROM processed_messages m JOIN unnest($2::uuid[]) AS k(message_id) USING (message_id)"
+            " WHERE m.topic = $1",
+            topic,
+            list(message_ids),
+        )
+        return {row["message_id"] for row in rows}
 
     async def positions_of(self, campaign_ids: list[UUID]) -> dict[UUID, list[CampaignPosition]]:
         by_campaign: dict[UUID, list[CampaignPosition]] = {}
@@ -353,7 +394,7 @@ class CampaignStore:
             return by_campaign
         rows = await self.db.fetch(
             "SELECT p.* FROM campaign_positions p JOIN unnest($1::uuid[]) AS k(campaign_id) USING (campaign_id)"
-            " ORDER BY p.entry_date, p.created_at, p.position_id",
+            " ORDER BY p.created_at, p.position_id",
             campaign_ids,
         )
         for row in rows:
