@@ -57,7 +57,10 @@ RANGE_SHAPES = {  # signals of one range, in order -> weight
     ("SPRING", "SOS", "LPS", "LPS"): 0.08,  # the 4th entry would take the campaign to 6.5%: rejected
 }
 OVER_RISK_SHARE = 0.025  # of signals in other shapes: stop 2.5 below entry = 2.5% risk, over the 2% per trade
-SYMBOLS, PORTFOLIOS = 200, 50
+SYMBOLS = 200
+# A desk's many portfolios (strategies, accounts): about two ranges each, so the 10% heat limit bites now and then,
+# as it would on a real desk, instead of rejecting nearly everything on a few crowded portfolios.
+SIGNALS_PER_PORTFOLIO = 6
 
 
 def signal_mix(count: int, rng: random.Random) -> list[tuple[str, bytes, bytes]]:
@@ -73,7 +76,7 @@ def signal_mix(count: int, rng: random.Random) -> list[tuple[str, bytes, bytes]]
         range_ = trading_range(
             symbol=symbol, start_time=start, creek=f"{price:.2f}", ice=f"{price * 1.02:.2f}", jump=f"{price * 1.10:.2f}"
         )
-        portfolio = f"portfolio-{rng.randrange(PORTFOLIOS):02d}"
+        portfolio = f"portfolio-{rng.randrange(max(1, count // SIGNALS_PER_PORTFOLIO)):05d}"
         shape = rng.choices(list(RANGE_SHAPES), weights=list(RANGE_SHAPES.values()))[0]
         at = rng.random()  # ranges overlap in time; a range's signals follow each other
         for day, pattern in enumerate(shape, start=1):

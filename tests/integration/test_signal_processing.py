@@ -8,7 +8,7 @@ from decimal import Decimal
 from uuid import uuid4
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from campaign_manager.contracts import CampaignEventMessage
 from campaign_manager.domain.campaign import Campaign
@@ -291,11 +291,12 @@ async def test_racing_workers_open_exactly_one_campaign_per_range(database: Data
     ranges = [trading_range(symbol=f"R{i:03d}{uuid4().hex[:4].upper()}") for i in range(50)]
     # Each range's first two signals land on two partitions (a producer that did not key by range), and two
     # workers apply them at the same moment.
+    # 100 signals risking 100.00 each: exactly the portfolio's 10% heat limit, so every one of them fits.
     feed_a, feed_b = SignalFeed(), SignalFeed()
     worker_a, worker_b = make_processor(database), make_processor(database)
-    batch_a = [feed_a.record(trade_signal(r, portfolio_id=portfolio, position_size="100")) for r in ranges]
+    batch_a = [feed_a.record(trade_signal(r, portfolio_id=portfolio, position_size="50")) for r in ranges]
     batch_b = [
-        feed_b.record(trade_signal(r, pattern_type="LPS", phase="D", portfolio_id=portfolio, position_size="100"))
+        feed_b.record(trade_signal(r, pattern_type="LPS", phase="D", portfolio_id=portfolio, position_size="50"))
         for r in reversed(ranges)
     ]
 
@@ -356,3 +357,52 @@ async def test_a_dead_letter_keeps_headers_postgresql_cannot_store_as_escaped_te
     assert row["payload"] == b"\x00not json"
     assert row["headers"]["trace"] == "a\\x00b"
     assert row["headers"]["raw"] == "\\xff"
+
+
+async def test_a_signal_that_would_lift_the_portfolio_over_10_percent_heat_is_rejected(database: Database) -> None:
+    portfolio = new_portfolio()
+    feed, processor = SignalFeed(), make_processor(database)
+    a, b, c = (trading_range() for _ in range(3))
+    # Three campaigns of one portfolio (100,000.00); every entry risks (148.50 - 146.50) x 1,000 = 2,000.00 (2%):
+    # Springs in A, B and C and an SOS in A put 8,000.00 at risk, 8% of the portfolio.
+    await process(
+        processor,
+        feed,
+        [feed.record(trade_signal(r, portfolio_id=portfolio)) for r in (a, b, c)]
+        + [feed.record(trade_signal(a, pattern_type="SOS", phase="D", portfolio_id=portfolio))],
+    )
+
+    # An SOS in B makes exactly 10%: allowed. Then 0.02 more in C (1 share x 0.02) is over the limit.
+    at_limit = trade_signal(b, pattern_type="SOS", phase="D", portfolio_id=portfolio)
+    over = trade_signal(c, pattern_type="LPS", phase="D", stop_loss="148.48", position_size="1", portfolio_id=portfolio)
+    result = await process(processor, feed, [feed.record(at_limit), feed.record(over)])
+
+    assert [(o.outcome, o.reason) for o in result.outcomes] == [
+        ("ADDED", None),
+        ("REJECTED", "Portfolio heat limit exceeded (10% max)"),
+    ]
+    # Another portfolio is not affected by this one's heat.
+    other = trade_signal(trading_range(), portfolio_id=new_portfolio())
+    assert [o.outcome for o in (await process(processor, feed, [feed.record(other)])).outcomes] == ["CREATED"]
+
+
+async def test_racing_workers_never_lift_a_portfolio_over_its_heat_limit(database: Database) -> None:
+    portfolio = new_portfolio()
+    # Two workers apply, at the same moment, 10 signals each on 20 different ranges of one portfolio; each signal
+    # risks 2,000.00 (2%), so at most 5 of the 20 fit under the 10% heat limit.
+    feed_a, feed_b = SignalFeed(), SignalFeed()
+    worker_a, worker_b = make_processor(database), make_processor(database)
+    batch_a = [feed_a.record(trade_signal(trading_range(), portfolio_id=portfolio)) for _ in range(10)]
+    batch_b = [feed_b.record(trade_signal(trading_range(), portfolio_id=portfolio)) for _ in range(10)]
+
+    results = await asyncio.gather(process(worker_a, feed_a, batch_a), process(worker_b, feed_b, batch_b))
+
+    outcomes = [o.outcome for result in results for o in result.outcomes]
+    assert outcomes.count("CREATED") == 5 and outcomes.count("REJECTED") == 15
+    async with database.engine.connect() as connection:
+        open_risk = await connection.scalar(
+            select(func.sum(campaigns.c.current_risk)).where(
+                campaigns.c.portfolio_id == portfolio, campaigns.c.status.in_(["ACTIVE", "MARKUP"])
+            )
+        )
+    assert open_risk == Decimal("10000.00")

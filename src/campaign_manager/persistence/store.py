@@ -326,6 +326,32 @@ class CampaignStore:
         )
         return {row["signal_id"] for row in rows}
 
+    # --- portfolios --------------------------------------------------------------------------------------------
+
+    async def lock_portfolio_open_risk(self, portfolio_ids: Collection[str]) -> dict[str, Decimal]:
+        """Lock these portfolios' rows (created when new), then sum the current risk of their open campaigns.
+
+        Two statements on purpose: under READ COMMITTED each statement sees what was committed when it started, so
+        the sum must start after the lock is held, or it could miss the campaigns of the writer it waited for."""
+        if not portfolio_ids:
+            return {}
+        ordered = sorted(portfolio_ids)  # one lock order for every writer: no deadlocks
+        await self.db.execute(
+            "WITH created AS ("
+            " INSERT INTO portfolios (portfolio_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING RETURNING 1)"
+            " SELECT p.portfolio_id FROM portfolios p JOIN unnest($1::text[]) AS k(portfolio_id) USING (portfolio_id)"
+            " ORDER BY p.portfolio_id FOR UPDATE OF p",
+            ordered,
+        )
+        rows = await self.db.fetch(
+            "SELECT k.portfolio_id, COALESCE(sum(c.current_risk), 0) AS open_risk"
+            " FROM unnest($1::text[]) AS k(portfolio_id)"
+            " LEFT JOIN campaigns c ON c.portfolio_id = k.portfolio_id AND c.status IN ('ACTIVE', 'MARKUP')"
+            " GROUP BY k.portfolio_id",
+            ordered,
+        )
+        return {row["portfolio_id"]: row["open_risk"] for row in rows}
+
     # --- campaigns ---------------------------------------------------------------------------------------------
 
     async def lock_open_campaigns(self, keys: Collection[CampaignKey]) -> dict[CampaignKey, Campaign]:

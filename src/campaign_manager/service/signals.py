@@ -3,8 +3,9 @@
 Per batch, inside one PostgreSQL transaction:
 1. lock the stored offsets of the batch's partitions and drop records already applied (redelivery, rebalance);
 2. drop signals whose id was already processed (a producer that sent twice);
-3. lock the open campaign of every (portfolio, range) the batch touches; open or join campaigns in record order;
-4. write ranges, campaigns, positions, processed signals, outbox messages (events and dead letters) and offsets.
+3. lock the portfolios the batch adds risk to and read their open risk (the 10% heat limit);
+4. lock the open campaign of every (portfolio, range) the batch touches; open or join campaigns in record order;
+5. write ranges, campaigns, positions, processed signals, outbox messages (events and dead letters) and offsets.
 Nothing is visible, published or committed to Kafka before that transaction commits.
 """
 
@@ -17,7 +18,14 @@ from decimal import Decimal
 from uuid import UUID
 
 from campaign_manager.contracts import DocumentCache, TradeSignalMessage
-from campaign_manager.domain.campaign import Campaign, CampaignPosition, human_campaign_id
+from campaign_manager.domain.campaign import (
+    ZERO,
+    Campaign,
+    CampaignPosition,
+    check_portfolio_heat,
+    check_trade_risk,
+    human_campaign_id,
+)
 from campaign_manager.domain.errors import RuleViolation
 from campaign_manager.domain.events import AllocationNearLimit, CampaignCreated, PositionAdded
 from campaign_manager.persistence.store import BatchWrite, CampaignKey, CampaignStore, OutboxMessage, ProcessedSignal
@@ -66,7 +74,11 @@ async def apply_signal_batch(
         seen.add(r.message.id)
     to_apply = [r for index, r in enumerate(valid) if index not in duplicates]
 
-    # 3. Current state of every campaign the batch touches, locked.
+    # 3. Open risk of every portfolio the batch adds to, its row locked: workers racing signals of one portfolio
+    #    judge the 10% heat limit one after the other, while other portfolios never wait on them.
+    open_risk = await store.lock_portfolio_open_risk({r.message.portfolio_id for r in to_apply})
+
+    # 4. Current state of every campaign the batch touches, locked.
     keys: set[CampaignKey] = {(r.message.portfolio_id, r.message.trading_range.id) for r in to_apply}
     campaigns = await store.lock_open_campaigns(keys)
     loaded_versions = {c.id: c.version for c in campaigns.values()}
@@ -93,7 +105,10 @@ async def apply_signal_batch(
         entry_signals.append(signal)
         key = (signal.portfolio_id, signal.trading_range.id)
         campaign = campaigns.get(key)
+        risk_before = campaign.current_risk if campaign is not None and campaign.is_open else ZERO
         try:
+            portfolio_value = check_trade_risk(signal)
+            check_portfolio_heat(open_risk[signal.portfolio_id], signal.risk_amount, portfolio_value)
             if campaign is None or not campaign.is_open:
                 human_id = human_campaign_id(signal.symbol, signal.trading_range.start_time, taken_ids)
                 campaign = Campaign.open(signal, human_id, now)
@@ -122,6 +137,7 @@ async def apply_signal_batch(
             result.outcomes.append(_outcome(r.message, "REJECTED", campaign, violation.reason))
             continue
 
+        open_risk[signal.portfolio_id] += campaign.current_risk - risk_before
         events = campaign.collect_events()
         for event in events:
             if isinstance(event, CampaignCreated | PositionAdded):
@@ -136,7 +152,7 @@ async def apply_signal_batch(
         processed.append(_processed(r, outcome, campaign.id, None))
         result.outcomes.append(_outcome(r.message, outcome, campaign))
 
-    # 4. Write everything, in one statement.
+    # 5. Write everything, in one statement.
     await store.write(
         BatchWrite(
             consumer_group=policy.consumer_group,
