@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 from sqlalchemy import exc as sa_exc
 
 from campaign_manager.persistence.store import VersionConflict
@@ -16,20 +17,25 @@ CONFLICT_STATES = {"40001", "40P01", "23505", "55P03"}
 UNAVAILABLE_STATE_CLASSES = ("08", "53", "57", "42", "3F", "0A", "58", "XX")
 
 
-def _sqlstate(error: sa_exc.DBAPIError) -> str:
-    return str(getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None) or "")
+def _sqlstate(error: BaseException) -> str:
+    # The unit of work talks to asyncpg directly (its errors carry `sqlstate`); SQLAlchemy wraps the same errors
+    # as DBAPIError with the driver's error in `orig`.
+    source = error.orig if isinstance(error, sa_exc.DBAPIError) else error
+    return str(getattr(source, "sqlstate", None) or getattr(source, "pgcode", None) or "")
 
 
 def is_conflict(error: BaseException) -> bool:
-    if isinstance(error, VersionConflict):
-        return True
-    return isinstance(error, sa_exc.DBAPIError) and _sqlstate(error) in CONFLICT_STATES
+    return isinstance(error, VersionConflict) or _sqlstate(error) in CONFLICT_STATES
 
 
 def is_unavailable(error: BaseException) -> bool:
     """The database (or the network to it) is down or restarting, or its schema is wrong: never the data's fault."""
     if isinstance(error, (OSError, ConnectionError, asyncio.TimeoutError, sa_exc.TimeoutError)):
         return True
+    if isinstance(error, asyncpg.PostgresError):
+        return _sqlstate(error).startswith(UNAVAILABLE_STATE_CLASSES)
+    if isinstance(error, asyncpg.InterfaceError):  # client side: "connection is closed", "... was released"
+        return "connection" in str(error).lower()
     if isinstance(error, sa_exc.DBAPIError):
         if error.connection_invalidated or isinstance(error, sa_exc.InterfaceError):
             return True
