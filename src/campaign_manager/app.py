@@ -24,7 +24,7 @@ from campaign_manager.http.app import create_app
 from campaign_manager.messaging.consumer import register_batch_subscriber
 from campaign_manager.messaging.kafka_clients import client_options, kafka_security
 from campaign_manager.messaging.parsing import parse_record
-from campaign_manager.messaging.relay import OutboxRelay
+from campaign_manager.messaging.relay import BatchPublisher, OutboxRelay
 from campaign_manager.messaging.topics import ensure_topics
 from campaign_manager.metrics import Metrics, partition_lags
 from campaign_manager.persistence.migrate import upgrade_to_head
@@ -165,12 +165,9 @@ class Worker:
             **client_options(settings),
         )
 
-        async def send(topic: str, key: bytes | None, payload: bytes, headers: list[tuple[str, bytes]]) -> Any:
-            return await producer.send(topic, payload, key=key, headers=headers)
-
         relay = OutboxRelay(
             database,
-            send,
+            BatchPublisher(producer).publish,
             batch_size=settings.relay_batch_size,
             poll_interval_s=settings.relay_poll_interval_ms / 1000,
         )

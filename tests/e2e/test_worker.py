@@ -162,11 +162,11 @@ async def test_two_workers_racing_the_first_signals_of_50_ranges_open_one_campai
     portfolio = f"pf-{uuid4().hex[:8]}"
     ranges = [trading_range(symbol=f"RACE{i}") for i in range(50)]
     # Two first signals per range under random keys, so they land on different partitions and are applied by
-    # both workers at once.
+    # both workers at once. Each risks 2.00 x 50 = 100.00: all 100 make exactly the portfolio's 10% heat limit.
     futures = []
     for range_ in ranges:
         for pattern in ("SPRING", "LPS"):
-            signal_ = trade_signal(range_, pattern_type=pattern, phase="D", position_size="100", portfolio_id=portfolio)
+            signal_ = trade_signal(range_, pattern_type=pattern, phase="D", position_size="50", portfolio_id=portfolio)
             futures.append(
                 await producer.send(deployment.signals_topic, json.dumps(signal_).encode(), key=uuid4().bytes)
             )
