@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from uuid import uuid4
 
 import pytest
@@ -43,7 +44,15 @@ async def test_spring_sos_lps_become_campaign_events_and_one_campaign_in_the_api
         signals[1]["id"],
         signals[2]["id"],
     ]
-    assert dict(records[0].headers)["event-type"] == b"CampaignCreated"
+    # Each record is also a CloudEvents 1.0 event in Kafka binary mode.
+    headers = dict(records[0].headers)
+    assert headers["event-type"] == b"CampaignCreated"
+    assert headers["ce_specversion"] == b"1.0"
+    assert headers["ce_id"] == headers["event-id"] == events[0]["event_id"].encode()
+    assert headers["ce_type"] == b"campaign-manager.CampaignCreated"
+    assert headers["ce_source"] == b"campaign-manager"
+    assert headers["ce_subject"] == campaign_uuid.encode()
+    assert datetime.fromisoformat(headers["ce_time"].decode()) == datetime.fromisoformat(events[0]["occurred_at"])
 
     # The API shows the same campaign with its three positions.
     body = await get_json(f"{worker.base_url}/api/v1/campaigns/{campaign_uuid}")
