@@ -215,17 +215,18 @@ def test_the_migration_job_migrates_with_the_workers_image(manifests: Manifests)
     assert job_pod["restartPolicy"] in {"Never", "OnFailure"}
 
 
-def test_keda_scales_the_worker_on_its_own_group_and_topic(manifests: Manifests) -> None:
+def test_keda_scales_the_worker_on_its_own_group_and_topics(manifests: Manifests) -> None:
     config = manifests.config
     scaled = manifests.one("ScaledObject")["spec"]
-    (trigger,) = scaled["triggers"]
-    metadata = trigger["metadata"]
+    consumed = {config[name] for name in ("SIGNALS_TOPIC", "POSITION_EVENTS_TOPIC", "MARKET_PRICES_TOPIC")}
 
     assert scaled["scaleTargetRef"]["name"] == manifests.one("Deployment")["metadata"]["name"]
-    assert trigger["type"] == "kafka"
-    assert metadata["topic"] == config["SIGNALS_TOPIC"]
-    assert metadata["consumerGroup"] == config["KAFKA_GROUP_ID"]
-    assert metadata["bootstrapServers"] == config["KAFKA_BOOTSTRAP_SERVERS"]
+    assert {trigger["metadata"]["topic"] for trigger in scaled["triggers"]} == consumed
+    for trigger in scaled["triggers"]:
+        metadata = trigger["metadata"]
+        assert trigger["type"] == "kafka"
+        assert metadata["consumerGroup"] == config["KAFKA_GROUP_ID"]
+        assert metadata["bootstrapServers"] == config["KAFKA_BOOTSTRAP_SERVERS"]
 
 
 def test_keda_never_runs_more_workers_than_the_topic_has_partitions(manifests: Manifests) -> None:
@@ -233,7 +234,8 @@ def test_keda_never_runs_more_workers_than_the_topic_has_partitions(manifests: M
     partitions = int(manifests.config.get("TOPIC_PARTITIONS", Settings.model_fields["topic_partitions"].default))
 
     assert 1 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"] <= partitions
-    assert str(scaled["triggers"][0]["metadata"].get("allowIdleConsumers", "false")).lower() == "false"
+    for trigger in scaled["triggers"]:
+        assert str(trigger["metadata"].get("allowIdleConsumers", "false")).lower() == "false"
 
 
 def test_a_rollout_never_adds_a_worker_beyond_the_partitions(manifests: Manifests) -> None:
@@ -246,21 +248,21 @@ def test_a_rollout_never_adds_a_worker_beyond_the_partitions(manifests: Manifest
 def test_keda_reaches_kafka_the_way_the_workers_do(manifests: Manifests) -> None:
     config = manifests.config
     protocol = config.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
-    (trigger,) = manifests.one("ScaledObject")["spec"]["triggers"]
-    metadata = trigger["metadata"]
+    for trigger in manifests.one("ScaledObject")["spec"]["triggers"]:
+        metadata = trigger["metadata"]
 
-    assert (metadata.get("tls") == "enable") == protocol.endswith("SSL")
-    if protocol.startswith("SASL_"):
-        assert metadata["sasl"] == KEDA_SASL[config["KAFKA_SASL_MECHANISM"]]
-        authentication = manifests.one("TriggerAuthentication")
-        assert trigger["authenticationRef"]["name"] == authentication["metadata"]["name"]
-        spec = authentication["spec"]
-        assert {(r["parameter"], r["name"], r["key"]) for r in spec["secretTargetRef"]} == {
-            ("password", SECRET_NAME, "KAFKA_SASL_PASSWORD")
-        }
-        config_map = manifests.one("ConfigMap")["metadata"]["name"]
-        assert {(r["parameter"], r["name"], r["key"]) for r in spec["configMapTargetRef"]} == {
-            ("username", config_map, "KAFKA_SASL_USERNAME")
-        }
-    else:
-        assert "sasl" not in metadata
+        assert (metadata.get("tls") == "enable") == protocol.endswith("SSL")
+        if protocol.startswith("SASL_"):
+            assert metadata["sasl"] == KEDA_SASL[config["KAFKA_SASL_MECHANISM"]]
+            authentication = manifests.one("TriggerAuthentication")
+            assert trigger["authenticationRef"]["name"] == authentication["metadata"]["name"]
+            spec = authentication["spec"]
+            assert {(r["parameter"], r["name"], r["key"]) for r in spec["secretTargetRef"]} == {
+                ("password", SECRET_NAME, "KAFKA_SASL_PASSWORD")
+            }
+            config_map = manifests.one("ConfigMap")["metadata"]["name"]
+            assert {(r["parameter"], r["name"], r["key"]) for r in spec["configMapTargetRef"]} == {
+                ("username", config_map, "KAFKA_SASL_USERNAME")
+            }
+        else:
+            assert "sasl" not in metadata
