@@ -10,7 +10,7 @@ import structlog
 
 from campaign_manager.persistence.migrate import upgrade_to_head
 from campaign_manager.persistence.store import Database
-from tests.servers import database_server, kafka_server
+from tests.servers import database_server, kafka_server, scratch_database
 
 
 @pytest.fixture(autouse=True)
@@ -35,6 +35,14 @@ def database_url() -> Iterator[str]:
 async def migrated_database_url(database_url: str) -> str:
     await upgrade_to_head(database_url)
     return database_url
+
+
+@pytest.fixture
+async def empty_database_url(migrated_database_url: str) -> AsyncIterator[str]:
+    """A migrated database of the test's own, with no rows: for checks that read every campaign there is."""
+    with scratch_database(migrated_database_url) as url:
+        await upgrade_to_head(url)
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -34,7 +34,7 @@ def database_server() -> Iterator[str]:
     """Yields the asyncpg SQLAlchemy URL of an empty database; drops it (or stops its server) afterwards."""
     if url := os.environ.get("TEST_DATABASE_URL"):
         _announce("database", "the server of TEST_DATABASE_URL, in a new database", "TEST_DATABASE_URL is set")
-        with _scratch_database(url) as scratch_url:
+        with scratch_database(url) as scratch_url:
             yield scratch_url
     elif _docker_answers():
         from testcontainers.community.postgres import PostgresContainer
@@ -77,8 +77,9 @@ def kafka_server() -> Iterator[str]:
 
 
 @contextmanager
-def _scratch_database(server_url: str) -> Iterator[str]:
-    # A shared server keeps other databases: each session gets its own and removes it, even if connections linger.
+def scratch_database(server_url: str) -> Iterator[str]:
+    """A new, empty database on the server of `server_url`, dropped afterwards even if connections linger."""
+    # A shared server keeps other databases: each session gets its own (and a test that reads every row, one more).
     import asyncpg
 
     name = f"cm_test_{secrets.token_hex(6)}"

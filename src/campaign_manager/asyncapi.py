@@ -2,8 +2,8 @@
 
 FastStream generates it from the worker's own subscribers (`register_consumers`) and from the publishers
 declared here. What FastStream cannot see is added afterwards:
-- the subscriber's payload: it takes raw records and validates them itself (messaging/parsing.py), so its handler
-  signature names no model; each record's value is a `TradeSignalMessage`;
+- the subscribers' payloads: they take raw records and validate them themselves (messaging/parsing.py), so their
+  handler signatures name no model (`_PAYLOADS` names each topic's);
 - record keys, headers and the consumer group, which FastStream 0.7.8 does not describe.
 """
 
@@ -17,7 +17,15 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from campaign_manager.app import build_broker, register_consumers
-from campaign_manager.contracts import CampaignEventMessage, DeadLetterErrorType, EventType, TradeSignalMessage
+from campaign_manager.contracts import (
+    CampaignEventMessage,
+    DeadLetterErrorType,
+    EventType,
+    MarketPriceMessage,
+    PositionEventMessage,
+    TradeSignalMessage,
+    TradingRangeEventMessage,
+)
 from campaign_manager.persistence.store import Database
 from campaign_manager.settings import Settings
 
@@ -29,6 +37,9 @@ _UUID = {"type": "string", "format": "uuid"}
 _TEXT = {"type": "string"}
 _PAYLOADS: dict[str, tuple[type[BaseModel], JsonSchemaMode]] = {
     "on_trade_signals": (TradeSignalMessage, "validation"),
+    "on_position_events": (PositionEventMessage, "validation"),
+    "on_trading_ranges": (TradingRangeEventMessage, "validation"),
+    "on_market_prices": (MarketPriceMessage, "validation"),
     "to_campaign_events": (CampaignEventMessage, "serialization"),
 }
 
@@ -48,6 +59,27 @@ def declare_publishers(broker: KafkaBroker, settings: Settings) -> None:
         title="to_trade_signals_dlq",
         description="Records of the signals topic that are not valid signals: the original key, value and headers, "
         "plus headers saying why and where from.",
+        schema=bytes,
+    )
+    broker.publisher(
+        settings.dlq_topic(settings.position_events_topic),
+        title="to_position_events_dlq",
+        description="Records of the position events topic that are not valid position events: the original key, "
+        "value and headers, plus headers saying why and where from.",
+        schema=bytes,
+    )
+    broker.publisher(
+        settings.dlq_topic(settings.trading_ranges_topic),
+        title="to_trading_ranges_dlq",
+        description="Records of the trading ranges topic that are not valid range events: the original key, value "
+        "and headers, plus headers saying why and where from.",
+        schema=bytes,
+    )
+    broker.publisher(
+        settings.dlq_topic(settings.market_prices_topic),
+        title="to_market_prices_dlq",
+        description="Records of the market prices topic that are not valid prices: the original key, value and "
+        "headers, plus headers saying why and where from.",
         schema=bytes,
     )
 
@@ -72,8 +104,13 @@ def asyncapi_document(settings: Settings | None = None) -> dict[str, Any]:
     )
     _describe_payloads(document)
     _describe_trade_signals(document, settings)
+    _describe_position_events(document, settings)
+    _describe_trading_ranges(document, settings)
+    _describe_market_prices(document, settings)
     _describe_campaign_events(document)
-    _describe_dead_letters(document)
+    for channel in document["channels"]:
+        if channel.endswith("_dlq"):
+            _describe_dead_letters(document, channel)
     document["servers"]["development"]["description"] = "KAFKA_BOOTSTRAP_SERVERS; unset: the embedded broker"
     return document
 
@@ -117,6 +154,33 @@ def _describe_trade_signals(document: dict[str, Any], settings: Settings) -> Non
     }
 
 
+def _describe_position_events(document: dict[str, Any], settings: Settings) -> None:
+    message = _message(document, "on_position_events")
+    message["correlationId"] = {"location": "$message.payload#/correlation_id"}
+    message["bindings"] = _key(_UUID, "The campaign UUID: a campaign's fills and exits stay in order.")
+    document["operations"]["on_position_events"]["bindings"] = {
+        "kafka": {"groupId": {"type": "string", "enum": [settings.kafka_group_id]}, "bindingVersion": _BINDING_VERSION}
+    }
+
+
+def _describe_trading_ranges(document: dict[str, Any], settings: Settings) -> None:
+    message = _message(document, "on_trading_ranges")
+    message["correlationId"] = {"location": "$message.payload#/correlation_id"}
+    message["bindings"] = _key(_UUID, "The trading range id, as for its signals: a range's events stay in order.")
+    document["operations"]["on_trading_ranges"]["bindings"] = {
+        "kafka": {"groupId": {"type": "string", "enum": [settings.kafka_group_id]}, "bindingVersion": _BINDING_VERSION}
+    }
+
+
+def _describe_market_prices(document: dict[str, Any], settings: Settings) -> None:
+    message = _message(document, "on_market_prices")
+    del message["correlationId"]  # a price belongs to no conversation
+    message["bindings"] = _key(_TEXT, "The symbol: a symbol's prices stay on one partition, in order.")
+    document["operations"]["on_market_prices"]["bindings"] = {
+        "kafka": {"groupId": {"type": "string", "enum": [settings.kafka_group_id]}, "bindingVersion": _BINDING_VERSION}
+    }
+
+
 def _describe_campaign_events(document: dict[str, Any]) -> None:
     message = _message(document, "to_campaign_events")
     message["correlationId"] = {"location": "$message.payload#/correlation_id"}
@@ -131,8 +195,8 @@ def _describe_campaign_events(document: dict[str, Any]) -> None:
     message["bindings"] = _key(_UUID, "The campaign UUID; the trading range id for a rejection without a campaign.")
 
 
-def _describe_dead_letters(document: dict[str, Any]) -> None:
-    message = _message(document, "to_trade_signals_dlq")
+def _describe_dead_letters(document: dict[str, Any], channel: str) -> None:
+    message = _message(document, channel)
     del message["correlationId"]
     message["contentType"] = "application/octet-stream"
     message["headers"] = _headers(

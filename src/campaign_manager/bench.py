@@ -3,6 +3,11 @@
 Each scenario gets its own embedded broker (Tansu keeps everything in memory and never frees it), its own database
 in one embedded PostgreSQL (fsync on) and its own `campaign-manager run` process, so scenarios stay independent.
 Latency of a signal = arrival of its first event here - its send here (one process: monotonic clock).
+
+Then `market-prices`: campaigns open on 100 symbols, ticks offered at a fixed rate from batches built beforehand
+(Python could not encode and send 100,000 a second one by one). Absorbed = ticks whose offsets the worker stored
+in PostgreSQL, per second from the first send; stop latency = a tick through a stop handed to the producer -> its
+CampaignInvalidated read here. Once beyond what one worker absorbs (`--price-rate`), once within (`--paced-price-rate`).
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ from pathlib import Path
 from uuid import uuid4
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy import make_url, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from campaign_manager.embedded import free_port, start_embedded_kafka, start_embedded_postgres
 from campaign_manager.examples import encode, trade_signal, trading_range
@@ -58,9 +64,9 @@ RANGE_SHAPES = {  # signals of one range, in order -> weight
 }
 OVER_RISK_SHARE = 0.025  # of signals in other shapes: stop 2.5 below entry = 2.5% risk, over the 2% per trade
 SYMBOLS = 200
-# A desk's many portfolios (strategies, accounts): about two ranges each, so the 10% heat limit bites now and then,
-# as it would on a real desk, instead of rejecting nearly everything on a few crowded portfolios.
-SIGNALS_PER_PORTFOLIO = 6
+# A desk's many portfolios (strategies, accounts): about one range each, drawn at random, so the 10% heat limit bites
+# where ranges pile up (about 1 signal in 10 here, as nothing closes) instead of rejecting nearly everything.
+SIGNALS_PER_PORTFOLIO = 3
 
 
 def signal_mix(count: int, rng: random.Random) -> list[tuple[str, bytes, bytes]]:
@@ -270,6 +276,278 @@ def report(results: list[Measurement], workers: int) -> None:
     )
 
 
+# --- the price scenario ------------------------------------------------------------------------------------------
+
+PRICES_TOPIC = "market-prices"
+PRICE_SYMBOLS = 100
+PRICE_SLICE_S = 0.02  # the ticks of one slice go out together: one pre-built batch per partition
+PRICE_PARTITIONS = 12  # the worker's default TOPIC_PARTITIONS
+PRICE_RISK = 1_500  # per Spring, on a 100,000 portfolio: 1.5%, within the 2% per trade
+
+
+@dataclass
+class PriceCampaign:
+    """A Spring-only campaign whose stop one tick of the scenario crosses, at its planned moment."""
+
+    symbol: str
+    stop: float
+    portfolio: str
+    signal: dict
+    crossing_slice: int
+    crossing_price: str
+    campaign_id: str | None = None
+
+
+@dataclass
+class PricePlan:
+    campaigns: list[PriceCampaign]
+    slices: list[dict[int, object]]  # per slice: partition -> aiokafka BatchBuilder, filled before the clock starts
+    crossings: dict[tuple[int, int], list[PriceCampaign]]  # (slice, partition) -> campaigns its batch breaks
+    ticks: int
+
+
+@dataclass
+class PriceMeasurement:
+    ticks: int
+    offered_from: float = 0.0
+    offered_until: float = 0.0
+    absorbed_at: float = 0.0
+    stop_sent_at: dict[str, float] = field(default_factory=dict)  # campaign id -> send of the tick through its stop
+    invalidated_at: dict[str, float] = field(default_factory=dict)  # campaign id -> arrival of CampaignInvalidated
+    event_types: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def offered_per_s(self) -> float:
+        return self.ticks / (self.offered_until - self.offered_from)
+
+    @property
+    def ticks_per_s(self) -> float:
+        """Ticks consumed and committed by the worker a second, from the first sent to the last stored offset."""
+        return self.ticks / (self.absorbed_at - self.offered_from)
+
+    def stop_latency_ms(self, percent: float) -> float:
+        latencies = sorted(self.invalidated_at[c] - sent for c, sent in self.stop_sent_at.items())
+        return 1000 * latencies[round(percent / 100 * (len(latencies) - 1))]
+
+
+def price_plan(
+    producer: AIOKafkaProducer, rng: random.Random, rate: int, seconds: float, campaigns_per_symbol: int
+) -> PricePlan:
+    """100 symbols, each with `campaigns_per_symbol` Spring campaigns whose stops sit 1% apart below 95% of the
+    symbol's level. Ticks trade between 97% and 103% of it, above every stop, except one planned tick per
+    campaign: at its moment (spread over the run, highest stop first) it dips between that stop and the next."""
+    levels: dict[str, float] = {}
+    while len(levels) < PRICE_SYMBOLS:
+        levels["".join(rng.choices(string.ascii_uppercase, k=rng.choice((3, 4))))] = rng.uniform(20, 400)
+    n_slices = round(seconds / PRICE_SLICE_S)
+    campaigns = []
+    for symbol, level in levels.items():
+        for k in range(campaigns_per_symbol):
+            entry, stop = round(level, 2), round(level * (0.95 - 0.01 * k), 2)
+            range_ = trading_range(
+                symbol=symbol,
+                start_time=datetime(2024, 1, 2, 14, 30, tzinfo=UTC) + timedelta(days=k),
+                creek=f"{level * 0.98:.2f}",
+                ice=f"{level:.2f}",
+                jump=f"{level * 1.10:.2f}",
+            )
+            portfolio = f"prices-{symbol}-{k}"
+            signal_ = trade_signal(
+                range_,
+                entry_price=f"{entry:.2f}",
+                stop_loss=f"{stop:.2f}",
+                position_size=str(int(PRICE_RISK / (entry - stop))),
+                portfolio_id=portfolio,
+            )
+            moment = (k + rng.uniform(0.1, 0.9)) / campaigns_per_symbol
+            crossing = f"{stop - level * 0.004:.2f}"  # below this stop, above the next one down (1% lower)
+            campaigns.append(PriceCampaign(symbol, stop, portfolio, signal_, int(moment * n_slices), crossing))
+
+    partitioner = DefaultPartitioner()
+    partitions = list(range(PRICE_PARTITIONS))
+    symbols = list(levels)
+    keys = {s: s.encode() for s in symbols}
+    partition_of = {s: partitioner(keys[s], partitions, partitions) for s in symbols}
+    prefixes = {s: b'{"symbol":"' + keys[s] + b'","price":"' for s in symbols}
+    normal = {s: [f"{levels[s] * rng.uniform(0.97, 1.03):.2f}".encode() for _ in range(256)] for s in symbols}
+    crossing_ticks: dict[int, list[PriceCampaign]] = {}
+    for campaign in campaigns:
+        crossing_ticks.setdefault(campaign.crossing_slice, []).append(campaign)
+
+    per_slice = round(rate * PRICE_SLICE_S)
+    start = datetime.now(UTC)
+    slices: list[dict[int, object]] = []
+    crossings: dict[tuple[int, int], list[PriceCampaign]] = {}
+    ticks = 0
+    for index in range(n_slices):
+        time_suffix = b'","time":"' + (start + timedelta(seconds=index * PRICE_SLICE_S)).isoformat().encode() + b'"}'
+        batches: dict[int, object] = {}
+        chosen = rng.choices(symbols, k=per_slice)
+        picks = rng.choices(range(256), k=per_slice)
+        planned = [(s, normal[s][i]) for s, i in zip(chosen, picks, strict=True)]
+        for campaign in crossing_ticks.get(index, ()):
+            planned.insert(rng.randrange(len(planned) + 1), (campaign.symbol, campaign.crossing_price.encode()))
+            crossings.setdefault((index, partition_of[campaign.symbol]), []).append(campaign)
+        for symbol, price in planned:
+            partition = partition_of[symbol]
+            if (builder := batches.get(partition)) is None:
+                builder = batches[partition] = producer.create_batch()
+            appended = builder.append(timestamp=None, key=keys[symbol], value=prefixes[symbol] + price + time_suffix)
+            assert appended is not None, "batch full: raise the bench producer's max_batch_size"
+        ticks += len(planned)
+        slices.append(batches)
+    return PricePlan(campaigns, slices, crossings, ticks)
+
+
+async def measure_prices(
+    name: str,
+    bootstrap: str,
+    database_url: str,
+    rng: random.Random,
+    rate: int,
+    seconds: float,
+    campaigns_per_symbol: int,
+) -> PriceMeasurement:
+    consumer = AIOKafkaConsumer(
+        EVENTS_TOPIC,
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-{uuid4()}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=BENCH_FETCH_MAX_WAIT_MS,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=1024 * 1024)
+    engine = create_async_engine(database_url)
+    await consumer.start()
+    await producer.start()
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not consumer.assignment():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no partition of {EVENTS_TOPIC} assigned to the bench consumer")
+            await consumer.getmany(timeout_ms=100)
+
+        print(f"[{name}] building {rate * seconds:,.0f} ticks ...", flush=True)
+        plan = price_plan(producer, rng, rate, seconds, campaigns_per_symbol)
+        result = PriceMeasurement(plan.ticks)
+        await open_price_campaigns(producer, consumer, plan.campaigns)
+        print(f"[{name}] {len(plan.campaigns)} campaigns open; {plan.ticks:,} ticks over {seconds}s", flush=True)
+        collecting = asyncio.create_task(collect_invalidations(consumer, result, len(plan.campaigns)))
+        absorbing = asyncio.create_task(wait_absorbed(engine, result))
+        await offer_ticks(producer, plan, result)
+        await absorbing
+        await collecting
+    finally:
+        await producer.stop()
+        await consumer.stop()
+        await engine.dispose()
+    return result
+
+
+async def open_price_campaigns(
+    producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, campaigns: list[PriceCampaign]
+) -> None:
+    by_portfolio = {c.portfolio: c for c in campaigns}
+    signals = [encode(c.signal) for c in campaigns]
+    await asyncio.gather(*[await producer.send(SIGNALS_TOPIC, value, key=key) for key, value in signals])
+    progress_at, opened = time.monotonic(), 0
+    while opened < len(campaigns):
+        for record in (r for records in (await consumer.getmany(timeout_ms=100)).values() for r in records):
+            if dict(record.headers).get("event-type") == b"CampaignCreated":
+                campaign = json.loads(record.value)["campaign"]
+                by_portfolio[campaign["portfolio_id"]].campaign_id = campaign["id"]
+                opened, progress_at = opened + 1, time.monotonic()
+        if time.monotonic() - progress_at > STALL_TIMEOUT_S:
+            raise RuntimeError(f"prices: only {opened} of {len(campaigns)} campaigns opened")
+
+
+async def offer_ticks(producer: AIOKafkaProducer, plan: PricePlan, result: PriceMeasurement) -> None:
+    """Hands each slice's pre-built batches to the producer at the slice's moment (or as soon as it can)."""
+    acks: list[asyncio.Future] = []
+    started = time.monotonic()
+    for index, batches in enumerate(plan.slices):
+        if (ahead := started + index * PRICE_SLICE_S - time.monotonic()) > 0:
+            await asyncio.sleep(ahead)
+        for partition, builder in batches.items():
+            acks.append(await producer.send_batch(builder, PRICES_TOPIC, partition=partition))
+            queued = time.monotonic()
+            for campaign in plan.crossings.get((index, partition), ()):
+                result.stop_sent_at[campaign.campaign_id] = queued
+        if len(acks) >= 50 * PRICE_PARTITIONS:
+            await asyncio.gather(*acks)
+            acks = []
+    await asyncio.gather(*acks)
+    result.offered_from, result.offered_until = started, time.monotonic()
+
+
+async def wait_absorbed(engine: AsyncEngine, result: PriceMeasurement) -> None:
+    """Until the worker's stored offsets of the prices topic account for every tick offered."""
+    query = text("SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE topic = :topic")
+    progress, progress_at = -1, time.monotonic()
+    while True:
+        async with engine.connect() as connection:
+            absorbed = (await connection.execute(query, {"topic": PRICES_TOPIC})).scalar_one()
+        now = time.monotonic()
+        if absorbed >= result.ticks:
+            result.absorbed_at = now
+            return
+        if absorbed != progress:
+            progress, progress_at = absorbed, now
+        elif now - progress_at > STALL_TIMEOUT_S:
+            raise RuntimeError(f"prices: the worker stored {absorbed:,} of {result.ticks:,} offsets, then stalled")
+        await asyncio.sleep(0.05)
+
+
+async def collect_invalidations(consumer: AIOKafkaConsumer, result: PriceMeasurement, expected: int) -> None:
+    progress_at = time.monotonic()
+    while len(result.invalidated_at) < expected:
+        batches = await consumer.getmany(timeout_ms=100, max_records=10_000)
+        now = time.monotonic()
+        for record in (r for records in batches.values() for r in records):
+            event_type = dict(record.headers).get("event-type", b"?").decode()
+            result.event_types[event_type] += 1
+            if event_type == "CampaignInvalidated":
+                result.invalidated_at[record.key.decode()] = progress_at = now
+        if now - progress_at > STALL_TIMEOUT_S:
+            missing = expected - len(result.invalidated_at)
+            raise RuntimeError(f"prices: no CampaignInvalidated for {STALL_TIMEOUT_S:.0f}s, {missing} campaigns open")
+
+
+def run_price_scenario(
+    name: str,
+    rng: random.Random,
+    rate: int,
+    seconds: float,
+    campaigns_per_symbol: int,
+    server_url: str,
+    work_dir: Path,
+) -> PriceMeasurement:
+    print(f"[{name}] fresh broker, database and worker; {PRICE_SYMBOLS} symbols, {rate:,} ticks/s ...", flush=True)
+    database_url = asyncio.run(create_database(server_url, f"bench_{name}"))
+    broker = start_embedded_kafka(free_port())
+    try:
+        with running_worker(database_url, broker.bootstrap_servers, work_dir) as pid:
+            print(f"[{name}] worker pid {pid} ready", flush=True)
+            return asyncio.run(
+                measure_prices(name, broker.bootstrap_servers, database_url, rng, rate, seconds, campaigns_per_symbol)
+            )
+    finally:
+        broker.stop()
+
+
+def report_prices(name: str, r: PriceMeasurement) -> None:
+    early = [c for c, sent in r.stop_sent_at.items() if r.invalidated_at[c] < sent]
+    print(
+        f"\n{name}: {r.ticks:,} ticks offered at {r.offered_per_s:,.0f}/s over {r.offered_until - r.offered_from:.1f}s;"
+        f" absorbed {r.ticks_per_s:,.0f}/s (all stored {r.absorbed_at - r.offered_until:.2f}s after the last send);"
+        f" {len(r.invalidated_at)} stops broken: tick -> CampaignInvalidated p50 {r.stop_latency_ms(50):.1f} ms,"
+        f" p99 {r.stop_latency_ms(99):.1f} ms, max {r.stop_latency_ms(100):.1f} ms;"
+        f" events {', '.join(f'{t} {n}' for t, n in sorted(r.event_types.items()))}"
+    )
+    if early:
+        print(f"{name}: WARNING {len(early)} campaigns invalidated before their planned tick was sent")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m campaign_manager.bench", description=__doc__)
     parser.add_argument("--signals", type=int, default=50_000, help="signals of the throughput scenario")
@@ -278,6 +556,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--naive", action="store_true", help="also: throughput with BATCH_MAX_RECORDS=1")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workers", type=int, default=1, help="worker processes in the consumer group")
+    parser.add_argument("--price-rate", type=int, default=100_000, help="ticks per second offered")
+    parser.add_argument(
+        "--paced-price-rate", type=int, default=50_000, help="ticks per second of a second run, within capacity"
+    )
+    parser.add_argument("--price-seconds", type=float, default=10.0)
+    parser.add_argument("--price-campaigns", type=int, default=5, help="campaigns per symbol whose stop breaks")
+    parser.add_argument("--prices-only", action="store_true", help="only the price scenario")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up as Ctrl-C does
@@ -288,6 +573,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if args.naive:  # one transaction per signal
         scenarios.append(("naive", signal_mix(args.signals, rng), None, {"BATCH_MAX_RECORDS": "1"}))
+    if args.prices_only:
+        scenarios = []
     with contextlib.ExitStack() as cleanup:
         work_dir = Path(tempfile.mkdtemp(prefix="campaign-manager-bench-"))
         cleanup.callback(shutil.rmtree, work_dir, ignore_errors=True)
@@ -296,8 +583,31 @@ def main(argv: list[str] | None = None) -> int:
         results = [
             run_scenario(*scenario[:3], postgres.url, work_dir, args.workers, **scenario[3]) for scenario in scenarios
         ]
+        price_runs = {  # offered beyond what one worker absorbs, then within it
+            name: run_price_scenario(name, rng, rate, args.price_seconds, args.price_campaigns, postgres.url, work_dir)
+            for name, rate in (("prices", args.price_rate), ("prices_paced", args.paced_price_rate))
+        }
+    prices, paced = price_runs["prices"], price_runs["prices_paced"]
+    prices_summary = {
+        "ticks_per_s": round(prices.ticks_per_s, 1),
+        "stop_event_p99_ms": round(prices.stop_latency_ms(99), 1),
+        "stop_event_p50_ms": round(prices.stop_latency_ms(50), 1),
+        "ticks_offered_per_s": round(prices.offered_per_s, 1),
+        "price_ticks": prices.ticks,
+        "stop_events": len(prices.invalidated_at),
+        "paced_ticks_offered_per_s": round(paced.offered_per_s, 1),
+        "paced_ticks_per_s": round(paced.ticks_per_s, 1),
+        "paced_stop_event_p99_ms": round(paced.stop_latency_ms(99), 1),
+    }
+    if args.prices_only:
+        for name, run in price_runs.items():
+            report_prices(name, run)
+        print(json.dumps(prices_summary))
+        return 0
     throughput, latency = results[0], results[1]
     report(results, args.workers)
+    for name, run in price_runs.items():
+        report_prices(name, run)
     summary = {
         "signals_per_s": round(throughput.signals_per_s, 1),
         "p50_ms": round(latency.latency_ms(50), 1),
@@ -313,6 +623,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.naive:
         summary["naive_signals_per_s"] = round(results[2].signals_per_s, 1)
+    summary |= prices_summary
     print(json.dumps(summary))
     return 0
 

@@ -1,4 +1,4 @@
-"""`campaign-manager run | migrate | demo | schemas | config | dlq replay`."""
+"""`campaign-manager run | migrate | demo | rebuild | schemas | config | dlq replay`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import signal
 import sys
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -39,6 +41,42 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
         migrate(servers.database_url)
     print("database migrated to the latest revision")
     return 0
+
+
+def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    from campaign_manager.app import servers_for
+    from campaign_manager.persistence.store import Database
+    from campaign_manager.service.rebuild import PAGE_SIZE, Difference, check_all_campaigns
+
+    def report(difference: Difference) -> None:
+        print(
+            f"{difference.campaign_id}  {difference.field}"
+            f"  stored={_shown(difference.stored)}  recomputed={_shown(difference.recomputed)}"
+        )
+
+    async def check(database_url: str) -> int:
+        database = Database.connect(database_url, pool_size=1, max_overflow=0)
+        try:
+            summary = await check_all_campaigns(database, report, page_size=args.page_size or PAGE_SIZE)
+        finally:
+            await database.dispose()
+        print(summary.line())
+        return 1 if summary.differences else 0
+
+    # Only the database is needed: never start an embedded broker for it.
+    settings = settings.model_copy(update={"kafka_bootstrap_servers": "unused:0"})
+    with servers_for(settings) as servers:
+        return asyncio.run(check(servers.database_url))
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, Decimal):
+        return f"{value:f}"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
@@ -115,6 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("run", help="migrate, then run the worker and the HTTP API").set_defaults(handler=_run)
     commands.add_parser("migrate", help="apply database migrations").set_defaults(handler=_migrate)
     commands.add_parser("demo", help="publish the AAPL example to a running service").set_defaults(handler=_demo)
+    rebuild = commands.add_parser(
+        "rebuild",
+        help="replay every campaign from its positions' fills and exits and report each stored figure that differs "
+        "(exit 1 if any); changes nothing",
+    )
+    rebuild.add_argument("--page-size", type=_positive_int, help="campaigns read per query (default: 500)")
+    rebuild.set_defaults(handler=_rebuild)
     schemas = commands.add_parser(
         "schemas", help="write the JSON Schemas of the wire contracts and the AsyncAPI and OpenAPI documents"
     )

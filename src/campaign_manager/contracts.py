@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -208,8 +209,11 @@ class TradingRangeEventMessage(BaseModel):
 
     @model_validator(mode="after")
     def _check_reason(self) -> TradingRangeEventMessage:
-        if self.event_type == TradingRangeEventType.RANGE_INVALIDATED and not self.reason:
+        if self.event_type == TradingRangeEventType.RANGE_INVALIDATED and not (self.reason and self.reason.strip()):
             raise ValueError("reason is required for RANGE_INVALIDATED")
+        if self.reason is not None and "\x00" in self.reason:
+            # Stored as text, which PostgreSQL cannot hold a NUL in.
+            raise ValueError("reason must not contain NUL characters")
         return self
 
     def to_trading_range(self) -> TradingRange:
@@ -374,6 +378,12 @@ class DocumentCache:
         if (encoded := self._positions.get(key)) is None:
             encoded = self._positions[key] = to_json(position_document(position))
         return encoded
+
+    def forget_positions(self, positions: Iterable[CampaignPosition]) -> None:
+        """Drop the JSON kept for these positions. A position changed twice in one unit of work carries the same
+        `updated_at` both times, so its second state must be encoded anew."""
+        for position in positions:
+            self._positions.pop((position.position_id, position.updated_at), None)
 
     def campaign(self, campaign: Campaign) -> bytes:
         """The campaign's own fields (the `campaigns` row), without positions or trading range."""

@@ -102,3 +102,55 @@ def aapl_campaign_signals(range_id: UUID | None = None, portfolio_id: str | None
 def encode(signal: dict[str, Any]) -> tuple[bytes, bytes]:
     """(key, value) of the `trade-signals` record: keyed by trading range id so a range stays on one partition."""
     return signal["trading_range"]["id"].encode(), json.dumps(signal).encode()
+
+
+def range_event(
+    range_: dict[str, Any],
+    event_type: str = "RANGE_UPDATED",
+    *,
+    reason: str | None = None,
+    event_id: UUID | None = None,
+    occurred_at: datetime | None = None,
+    correlation_id: str | None = None,
+) -> dict[str, Any]:
+    """A `trading-ranges` value: the range's levels now (RANGE_UPDATED), or that it broke (RANGE_INVALIDATED,
+    with a reason). Key it by the range id, as its signals are."""
+    event: dict[str, Any] = {
+        "event_id": str(event_id or uuid4()),
+        "event_type": event_type,
+        "trading_range": range_,
+        "occurred_at": (occurred_at or datetime.now(UTC)).isoformat(),
+    }
+    if reason is not None:
+        event["reason"] = reason
+    if correlation_id is not None:
+        event["correlation_id"] = correlation_id
+    return event
+
+
+def position_event(
+    campaign_id: UUID | str,
+    position_id: UUID | str,
+    event_type: str = "FILLED",
+    *,
+    price: str,
+    shares: str | None = None,
+    event_id: UUID | None = None,
+    occurred_at: datetime | None = None,
+    correlation_id: str | None = None,
+) -> dict[str, Any]:
+    """A `position-events` value: the broker filled (FILLED, with shares), sold some (PARTIALLY_CLOSED, with
+    shares), sold all (CLOSED) or was stopped out of (STOPPED) a position. Key it by the campaign id."""
+    event: dict[str, Any] = {
+        "event_id": str(event_id or uuid4()),
+        "event_type": event_type,
+        "campaign_id": str(campaign_id),
+        "position_id": str(position_id),
+        "price": price,
+        "occurred_at": (occurred_at or datetime.now(UTC)).isoformat(),
+    }
+    if shares is not None:
+        event["shares"] = shares
+    if correlation_id is not None:
+        event["correlation_id"] = correlation_id
+    return event

@@ -7,12 +7,21 @@ import json
 from pathlib import Path
 from typing import Any
 
-from campaign_manager.contracts import CampaignEventMessage, TradeSignalMessage
+from campaign_manager.contracts import (
+    CampaignEventMessage,
+    MarketPriceMessage,
+    PositionEventMessage,
+    TradeSignalMessage,
+    TradingRangeEventMessage,
+)
 
 
 def contract_schemas() -> dict[str, dict[str, Any]]:
     return {
         "trade-signal.schema.json": TradeSignalMessage.model_json_schema(mode="validation"),
+        "position-event.schema.json": PositionEventMessage.model_json_schema(mode="validation"),
+        "trading-range-event.schema.json": TradingRangeEventMessage.model_json_schema(mode="validation"),
+        "market-price.schema.json": MarketPriceMessage.model_json_schema(mode="validation"),
         "campaign-event.schema.json": CampaignEventMessage.model_json_schema(mode="serialization"),
     }
 

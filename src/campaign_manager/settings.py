@@ -47,6 +47,13 @@ class Settings(BaseSettings):
     topic_replication_factor: int = Field(default=1, ge=1)
     create_topics: bool = Field(default=True, description="Create missing topics at start.")
     batch_max_records: int = Field(default=500, ge=1, le=10_000)
+    prices_batch_max_records: int = Field(
+        default=5_000,
+        ge=1,
+        le=50_000,
+        description="Records per batch of MARKET_PRICES_TOPIC: ticks are coalesced per symbol, so large batches "
+        "cost little more than small ones.",
+    )
     kafka_session_timeout_ms: int = 10_000
     kafka_heartbeat_interval_ms: int = 3_000
     kafka_rebalance_timeout_ms: int = 10_000
@@ -80,6 +87,12 @@ class Settings(BaseSettings):
     )
 
     # --- business ---
+    mark_to_market_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="A campaign's open positions are marked to the market price (written, CampaignMarkedToMarket "
+        "published) at most once per this many seconds; a price through its stop invalidates it at once.",
+    )
     portfolio_value: Decimal | None = Field(
         default=None, description="Portfolio value used when a signal carries none; unset: such signals are rejected."
     )

@@ -36,6 +36,9 @@ class Deployment:
     events_topic: str
     group_id: str
     partitions: int = 4
+    trading_ranges_topic: str = "trading-ranges"
+    position_events_topic: str = "position-events"
+    market_prices_topic: str = "market-prices"
 
     @property
     def dlq_topic(self) -> str:
@@ -48,6 +51,9 @@ class Deployment:
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
             "SIGNALS_TOPIC": self.signals_topic,
             "EVENTS_TOPIC": self.events_topic,
+            "TRADING_RANGES_TOPIC": self.trading_ranges_topic,
+            "POSITION_EVENTS_TOPIC": self.position_events_topic,
+            "MARKET_PRICES_TOPIC": self.market_prices_topic,
             "KAFKA_GROUP_ID": self.group_id,
             "TOPIC_PARTITIONS": str(self.partitions),
             "HTTP_PORT": str(http_port),
@@ -127,6 +133,9 @@ def deployment(migrated_database_url: str, kafka_bootstrap_servers: str) -> Depl
         signals_topic=f"trade-signals-{suffix}",
         events_topic=f"campaign-events-{suffix}",
         group_id=f"campaign-manager-{suffix}",
+        trading_ranges_topic=f"trading-ranges-{suffix}",
+        position_events_topic=f"position-events-{suffix}",
+        market_prices_topic=f"market-prices-{suffix}",
     )
 
 
@@ -159,6 +168,28 @@ async def publish_signals(producer: AIOKafkaProducer, topic: str, signals: list[
         key, value = encode(signal_)
         futures.append(await producer.send(topic, value, key=key))
     await asyncio.gather(*futures)
+
+
+async def publish(producer: AIOKafkaProducer, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> None:
+    """(key, value) records to any topic, in order; waits for all acknowledgements (never one by one)."""
+    futures = [await producer.send(topic, value, key=key) for key, value in records]
+    await asyncio.gather(*futures)
+
+
+async def run_command(deployment: Deployment, *args: str, timeout_s: float = 120) -> tuple[int, str]:
+    """`campaign-manager <args>` against the deployment's servers: its exit code and its output."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "campaign_manager.cli",
+        *args,
+        env=deployment.environment(free_port()),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=timeout_s)
+    assert process.returncode is not None
+    return process.returncode, output.decode()
 
 
 async def read_topic(

@@ -27,7 +27,7 @@ async def test_kill_9_while_processing_5000_signals_applies_each_exactly_once(
     await publish_signals(producer, deployment.signals_topic, signals)
 
     # The worker starts on the backlog and is killed without warning part-way through.
-    victim = start_worker("victim")
+    victim = start_worker("victim", wait=False)  # its signal consumer starts before /readyz says so
     await wait_for(
         lambda: at_least_processed(database, deployment.signals_topic, 300), timeout_s=60, what="the first batches"
     )

@@ -32,7 +32,7 @@ async def test_sigterm_mid_run_stops_cleanly_and_loses_or_repeats_nothing(
     await publish_signals(producer, deployment.signals_topic, signals)
 
     # The worker starts on the backlog and is asked to stop part-way through.
-    worker = start_worker("stopped")
+    worker = start_worker("stopped", wait=False)  # its signal consumer starts before /readyz says so
     await wait_for(
         lambda: at_least_processed(database, deployment.signals_topic, 300), timeout_s=60, what="the first batches"
     )

@@ -18,7 +18,9 @@ from tests.factories import SignalFeed, make_processor, process
 
 pytestmark = [pytest.mark.integration, pytest.mark.database]
 
-EXAMPLES_PER_OPERATION = 100  # four operations; the whole test stays well under a minute
+EXAMPLES_PER_OPERATION = 100  # five operations; the whole test stays well under a minute
+# The write endpoint is fuzzed behind its token (tests/integration/test_operator_actions.py covers the refusals).
+API_TOKEN = "fuzzing-token"
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,7 @@ async def seeded_database_url(migrated_database_url: str) -> str:
 def api_app(seeded_database_url: str) -> FastAPI:
     # Schemathesis runs the app on an event loop of its own: no pooled connection may outlive a request there.
     database = Database(create_async_engine(seeded_database_url, poolclass=NullPool))
-    return create_app(database, max_outbox_age_s=86_400)
+    return create_app(database, max_outbox_age_s=86_400, api_token=API_TOKEN)
 
 
 # The document the app serves; building it runs no route, so no database is needed yet.
@@ -52,4 +54,4 @@ schema = schemathesis.openapi.from_dict(openapi_document())
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 def test_no_request_makes_the_api_fail_or_answer_outside_its_schema(case: schemathesis.Case, api_app: FastAPI) -> None:
-    case.call_and_validate(app=api_app)
+    case.call_and_validate(app=api_app, headers={"Authorization": f"Bearer {API_TOKEN}"})

@@ -43,11 +43,26 @@ def test_every_topic_is_a_channel_with_its_direction(document: dict[str, Any]) -
         for operation in document["operations"].values()
     }
 
-    assert actions == {"trade-signals": "receive", "campaign-events": "send", "trade-signals.dlq": "send"}
+    assert actions == {
+        "trade-signals": "receive",
+        "trade-signals.dlq": "send",
+        "position-events": "receive",
+        "position-events.dlq": "send",
+        "trading-ranges": "receive",
+        "trading-ranges.dlq": "send",
+        "market-prices": "receive",
+        "market-prices.dlq": "send",
+        "campaign-events": "send",
+    }
 
 
 def test_each_topic_names_the_model_of_its_records(document: dict[str, Any]) -> None:
     assert message_of(document, "trade-signals")["payload"] == {"$ref": "#/components/schemas/TradeSignalMessage"}
+    assert message_of(document, "position-events")["payload"] == {"$ref": "#/components/schemas/PositionEventMessage"}
+    assert message_of(document, "trading-ranges")["payload"] == {
+        "$ref": "#/components/schemas/TradingRangeEventMessage"
+    }
+    assert message_of(document, "market-prices")["payload"] == {"$ref": "#/components/schemas/MarketPriceMessage"}
     assert message_of(document, "campaign-events")["payload"] == {"$ref": "#/components/schemas/CampaignEventMessage"}
     assert resolve(document, message_of(document, "trade-signals.dlq")["payload"]["$ref"])["format"] == "binary"
 
@@ -66,6 +81,9 @@ def test_events_and_dead_letters_document_their_headers(document: dict[str, Any]
         "event-id",
     }
     assert "x-dlq-reason" in message_of(document, "trade-signals.dlq")["headers"]["required"]
+    assert "x-dlq-reason" in message_of(document, "position-events.dlq")["headers"]["required"]
+    assert "x-dlq-reason" in message_of(document, "trading-ranges.dlq")["headers"]["required"]
+    assert "x-dlq-reason" in message_of(document, "market-prices.dlq")["headers"]["required"]
 
 
 def test_every_reference_in_the_document_resolves(document: dict[str, Any]) -> None:
@@ -74,8 +92,24 @@ def test_every_reference_in_the_document_resolves(document: dict[str, Any]) -> N
 
 
 def test_the_document_follows_the_configured_topic_names() -> None:
-    settings = Settings.model_construct(signals_topic="signals-x", events_topic="events-x")
+    settings = Settings.model_construct(
+        signals_topic="signals-x",
+        position_events_topic="positions-x",
+        trading_ranges_topic="ranges-x",
+        market_prices_topic="prices-x",
+        events_topic="events-x",
+    )
 
     addresses = {c["address"] for c in asyncapi_document(settings)["channels"].values()}
 
-    assert addresses == {"signals-x", "events-x", "signals-x.dlq"}
+    assert addresses == {
+        "signals-x",
+        "signals-x.dlq",
+        "positions-x",
+        "positions-x.dlq",
+        "ranges-x",
+        "ranges-x.dlq",
+        "prices-x",
+        "prices-x.dlq",
+        "events-x",
+    }

@@ -13,7 +13,13 @@ SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 
 
 def test_every_contract_has_a_schema_file() -> None:
-    assert set(contract_schemas()) == {"trade-signal.schema.json", "campaign-event.schema.json"}
+    assert set(contract_schemas()) == {
+        "trade-signal.schema.json",
+        "position-event.schema.json",
+        "trading-range-event.schema.json",
+        "market-price.schema.json",
+        "campaign-event.schema.json",
+    }
 
 
 def test_the_asyncapi_and_openapi_documents_are_committed_beside_the_schemas() -> None:

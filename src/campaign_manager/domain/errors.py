@@ -2,7 +2,7 @@
 
 `RuleViolation` and its subclasses mean "this request or event is refused and the campaign is left as it was";
 the service records and announces them. `InvalidStatusTransition` and `VersionMismatch` are refusals too, but of
-an operator's request: the HTTP layer answers them with 409.
+an operator's request: the HTTP layer answers the first with 422 (naming both statuses), the second with 409.
 """
 
 from __future__ import annotations

@@ -1,28 +1,46 @@
-"""The read/ops HTTP API: campaigns, health, metrics. Routes parse and call a query; nothing else."""
+"""The HTTP API: campaigns, operator actions, health, metrics. Routes parse and call a query or a service
+function; nothing else."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any, Literal
+from uuid import uuid4
 
 import structlog
-from fastapi import FastAPI, HTTPException, Path, Query, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from starlette.convertors import PathConvertor, register_url_convertor
 
 from campaign_manager.contracts import CampaignSnapshot, campaign_document
 from campaign_manager.domain.campaign import CampaignStatus
+from campaign_manager.domain.errors import InvalidStatusTransition, RuleViolation, VersionMismatch
+from campaign_manager.http.auth import WriteAccess
 from campaign_manager.metrics import Metrics
 from campaign_manager.persistence import queries
 from campaign_manager.persistence.store import Database
+from campaign_manager.service.operator import CampaignNotFound, StatusChange, change_campaign_status
+from campaign_manager.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 # A probe or a scrape answers within this even when the database does not (a connection attempt alone can hang
 # for a minute).
 DATABASE_TIMEOUT_S = 2.0
+
+
+class CampaignReference(PathConvertor):
+    """A campaign's UUID or human id in a path. Human ids may hold a `/` (symbols like `BRK/B`), so it spans
+    segments; one ending in `/status` is the operator action's path, not a campaign (so that path answers 405 to
+    GET, and OPTIONS lists POST). Any character counts, a newline too: it is looked up and not found."""
+
+    regex = r"(?s:.*)(?<!/status)"
+
+
+register_url_convertor("campaign_reference", CampaignReference())
 
 
 class Pagination(BaseModel):
@@ -42,6 +60,56 @@ class ErrorBody(BaseModel):
     detail: str
 
 
+class VersionConflictBody(BaseModel):
+    detail: str
+    current_version: int = Field(description="The campaign's version now: read it again, then decide.")
+
+
+class StatusChangeRequest(BaseModel):
+    """An operator's status change of one campaign."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        # The rule of `_reason_for_invalidation`, for the OpenAPI document (clients and fuzzers read it there).
+        json_schema_extra={
+            "if": {"properties": {"status": {"const": "INVALIDATED"}}},
+            "then": {"properties": {"reason": {"type": "string", "pattern": r"\S"}}, "required": ["reason"]},
+        },
+    )
+
+    status: Literal["MARKUP", "COMPLETED", "INVALIDATED"] = Field(
+        description="MARKUP from ACTIVE; COMPLETED or INVALIDATED from ACTIVE or MARKUP."
+    )
+    reason: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=500,
+        description="Why; required for INVALIDATED.",
+        json_schema_extra={"pattern": "^[^\\x00]*$"},  # no NUL: the reason is stored as text (checked below)
+    )
+    expected_version: int = Field(
+        ge=1, le=2_147_483_647, description="The campaign's `version` as last read; 409 if it has moved on since."
+    )
+
+    @field_validator("reason")
+    @classmethod
+    def _storable(cls, reason: str | None) -> str | None:
+        if reason is not None:
+            if "\x00" in reason:
+                raise ValueError("reason must not contain NUL characters")
+            try:
+                reason.encode()
+            except UnicodeEncodeError:
+                raise ValueError("reason must be valid Unicode text (no lone surrogates)") from None
+        return reason
+
+    @model_validator(mode="after")
+    def _reason_for_invalidation(self) -> StatusChangeRequest:
+        if self.status == "INVALIDATED" and not (self.reason and self.reason.strip()):
+            raise ValueError("reason is required for INVALIDATED")
+        return self
+
+
 class Readiness(BaseModel):
     status: str
     checks: dict[str, str]
@@ -54,16 +122,22 @@ def create_app(
     *,
     metrics: Metrics | None = None,
     max_outbox_age_s: float | None = None,
+    api_token: SecretStr | str | None = None,
+    events_topic: str = Settings.model_fields["events_topic"].default,
 ) -> FastAPI:
     """`readiness_checks`: name -> function returning None when fine, or what is wrong.
-    `max_outbox_age_s`: readiness also fails while the oldest unpublished event is older; None: not checked."""
+    `max_outbox_age_s`: readiness also fails while the oldest unpublished event is older; None: not checked.
+    `api_token`: what write endpoints require as `Authorization: Bearer <token>`; None or empty: they are disabled.
+    `events_topic`: where the events of operator actions go (through the outbox)."""
     app = FastAPI(
         title="campaign-manager",
         version="1.0.0",
-        description="Wyckoff campaigns built from trade signals: read the campaigns and their positions.",
+        description="Wyckoff campaigns built from trade signals: read the campaigns and their positions; operators "
+        "change a campaign's status.",
     )
     checks = readiness_checks or {}
     metrics = metrics or Metrics()
+    write_access = WriteAccess(api_token)
 
     async def read_outbox() -> queries.OutboxState:
         async with asyncio.timeout(DATABASE_TIMEOUT_S), database.engine.connect() as connection:
@@ -101,7 +175,7 @@ def create_app(
         )
 
     @app.get(
-        "/api/v1/campaigns/{campaign_id:path}",
+        "/api/v1/campaigns/{campaign_id:campaign_reference}",
         response_model=CampaignSnapshot,
         responses={404: {"model": ErrorBody}},
         tags=["campaigns"],
@@ -114,6 +188,66 @@ def create_app(
         if found is None:
             raise HTTPException(status_code=404, detail="Campaign not found")
         return campaign_document(*found)
+
+    @app.post(
+        "/api/v1/campaigns/{campaign_id:campaign_reference}/status",
+        response_model=CampaignSnapshot,
+        responses={
+            400: {"model": ErrorBody, "description": "The body is not JSON"},
+            401: {"model": ErrorBody, "description": "No bearer token (`WWW-Authenticate: Bearer`)"},
+            403: {"model": ErrorBody, "description": "Wrong token, or write endpoints disabled (API_TOKEN unset)"},
+            404: {"model": ErrorBody, "description": "No such campaign"},
+            409: {"model": VersionConflictBody, "description": "The campaign is no longer at `expected_version`"},
+        },
+        dependencies=[Depends(write_access)],
+        tags=["operator actions"],
+    )
+    async def change_status(
+        campaign_id: Annotated[str, Path(min_length=1, max_length=50, description="UUID or human id")],
+        body: StatusChangeRequest,
+        response: Response,
+        x_correlation_id: Annotated[
+            str | None,
+            Header(min_length=1, max_length=128, description="Carried by the events; default: a new request id."),
+        ] = None,
+    ) -> Any:
+        """Complete or invalidate a campaign (or move an ACTIVE one to MARKUP), as an operator: one transaction,
+        announced as CampaignCompleted / CampaignInvalidated and CampaignStatusChanged. An illegal transition is
+        422 naming both statuses."""
+        correlation_id = x_correlation_id or f"request-{uuid4()}"
+        change = StatusChange(
+            campaign=campaign_id,
+            to_status=CampaignStatus(body.status),
+            expected_version=body.expected_version,
+            reason=body.reason,
+            correlation_id=correlation_id,
+        )
+        try:
+            changed = await change_campaign_status(database, change, events_topic=events_topic)
+        except CampaignNotFound:
+            raise HTTPException(status_code=404, detail="Campaign not found") from None
+        except VersionMismatch as mismatch:
+            return JSONResponse(
+                VersionConflictBody(detail=str(mismatch), current_version=mismatch.actual).model_dump(),
+                status_code=409,
+            )
+        except (InvalidStatusTransition, RuleViolation) as refused:
+            # The shape of every other 422: the field it is about, and why.
+            problem = {"type": "status_change_refused", "loc": ["body", "status"], "msg": str(refused)}
+            return JSONResponse({"detail": [{**problem, "input": body.status}]}, status_code=422)
+        log.info(
+            "campaign_status_changed_by_operator",
+            campaign_id=str(changed.campaign.id),
+            human_campaign_id=changed.campaign.campaign_id,
+            status=str(changed.campaign.status),
+            version=changed.campaign.version,
+            correlation_id=correlation_id,
+        )
+        response.headers["X-Correlation-ID"] = correlation_id
+        document = campaign_document(changed.campaign, changed.trading_range)
+        # In the order GET lists them.
+        document["positions"].sort(key=lambda p: (p["entry_date"], p["created_at"], p["position_id"]))
+        return document
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

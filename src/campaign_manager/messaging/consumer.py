@@ -101,15 +101,16 @@ def register_batch_subscriber(
     *,
     title: str,
     description: str,
+    max_records: int | None = None,
 ) -> LogicSubscriber:
     """A batch subscriber of `topic` in the service's consumer group: each batch parsed record by record, then
-    applied exactly once by `processor`."""
+    applied exactly once by `processor`. `max_records`: records per batch (default BATCH_MAX_RECORDS)."""
     subscriber_ref: list[LogicSubscriber] = []
     subscriber = broker.subscriber(
         topic,
         group_id=settings.kafka_group_id,
         batch=True,
-        max_records=settings.batch_max_records,
+        max_records=max_records or settings.batch_max_records,
         # FastStream waits this long for records and, when none came, sleeps as long again: keep it short.
         batch_timeout_ms=settings.kafka_batch_timeout_ms,
         ack_policy=AckPolicy.MANUAL,

@@ -93,6 +93,19 @@ class TradingRangeState:
 
 
 @dataclass(frozen=True)
+class CampaignStops:
+    """An open campaign as a market price first sees it (`CampaignStore.open_campaign_stops`)."""
+
+    campaign_id: UUID
+    symbol: str
+    # When prices last marked it to market (None: never): the store's pace of price writes, not campaign state.
+    marked_to_market_at: datetime | None
+    # The highest stop of its open positions (None: none open). Whatever stop the campaign's invalidation level
+    # is, it is at most this one: a price above it cannot break the campaign.
+    highest_open_stop: Decimal | None
+
+
+@dataclass(frozen=True)
 class ProcessedSignal:
     signal_id: UUID
     outcome: str
@@ -202,6 +215,13 @@ def _batch_write_sql() -> str:
             ON CONFLICT (id) DO UPDATE SET creek = EXCLUDED.creek, ice = EXCLUDED.ice, jump = EXCLUDED.jump,
                 phase = EXCLUDED.phase, status = EXCLUDED.status, invalidation_reason = EXCLUDED.invalidation_reason,
                 updated_at = now()
+        ), range_locks AS (
+            -- A new campaign's range, key-share locked: a range invalidation holds its range FOR UPDATE from before
+            -- it looks for open campaigns until it commits, so this waits for it and then sees the new status.
+            SELECT t.id, t.status FROM trading_ranges t
+            JOIN (SELECT DISTINCT r.trading_range_id FROM {rows("campaigns", "new_campaigns")}) AS n
+                ON t.id = n.trading_range_id
+            FOR KEY SHARE OF t
         ), new_campaigns AS (
             -- campaign_id_base: the human id without its -2, -3 suffix, so the next suffix is one lookup away.
             INSERT INTO campaigns ({_columns(_CAMPAIGN_COLUMNS, "")}, campaign_id_base)
@@ -240,6 +260,7 @@ def _batch_write_sql() -> str:
             WHERE o.consumer_group = {p("consumer_group")} AND o.topic = {p("topic")} AND o.partition = v.partition
         )
         SELECT ARRAY(SELECT id FROM changed) AS changed_ids,
+            ARRAY(SELECT id FROM range_locks WHERE status = 'INVALIDATED') AS invalidated_ranges,
             -- Wakes the relay of whichever worker holds the relay lock; delivered at commit.
             CASE WHEN EXISTS (SELECT FROM messages) THEN pg_notify('campaign_outbox', '') END AS notified
     """
@@ -394,6 +415,59 @@ class CampaignStore:
             list(symbols),
         )
 
+    async def open_campaign_stops(self, symbols: Collection[str]) -> list[CampaignStops]:
+        """What a batch of prices must know of every open campaign of these symbols to tell which ones it may
+        change, without loading or locking them: three columns per campaign instead of every campaign and
+        position column (reading those for every campaign of every batch cost more than the rest of the batch)."""
+        if not symbols:
+            return []
+        rows = await self.db.fetch(
+            "SELECT c.id, c.symbol, c.marked_to_market_at,"
+            " (SELECT max(p.stop_loss) FROM campaign_positions p WHERE p.campaign_id = c.id AND p.status <> 'CLOSED')"
+            " FROM campaigns c JOIN unnest($1::text[]) AS k(symbol) USING (symbol)"
+            " WHERE c.status IN ('ACTIVE', 'MARKUP')",
+            list(symbols),
+        )
+        return [CampaignStops(*row) for row in rows]
+
+    async def campaign_uuid(self, id_or_human_id: str) -> UUID | None:
+        """The UUID of the campaign named by its UUID or its human id (`AAPL-2024-10-15`); None if none is."""
+        if "\x00" in id_or_human_id:  # text cannot hold NUL: no campaign is named so, and the driver would raise
+            return None
+        try:
+            return UUID(id_or_human_id)
+        except ValueError:
+            return await self.db.fetchval("SELECT id FROM campaigns WHERE campaign_id = $1", id_or_human_id)
+
+    # --- trading ranges ----------------------------------------------------------------------------------------
+
+    async def trading_ranges(self, range_ids: Collection[UUID], *, lock: bool = False) -> dict[UUID, TradingRangeState]:
+        """The stored levels and status of these ranges (unknown ids are absent); `lock`: row-locked until commit.
+
+        A range event locks its ranges before it looks for their open campaigns: see `range_locks` in the write."""
+        if not range_ids:
+            return {}
+        rows = await self.db.fetch(
+            "SELECT t.* FROM trading_ranges t JOIN unnest($1::uuid[]) AS k(id) USING (id)"
+            + (" ORDER BY t.id FOR UPDATE OF t" if lock else ""),
+            list(range_ids),
+        )
+        return {
+            row["id"]: TradingRangeState(**{name: row[name] for name in TradingRangeState.__dataclass_fields__})
+            for row in rows
+        }
+
+    async def invalidated_ranges(self, range_ids: Collection[UUID]) -> dict[UUID, str]:
+        """Which of these ranges are INVALIDATED, with the reason; the others are absent. Not locked."""
+        if not range_ids:
+            return {}
+        rows = await self.db.fetch(
+            "SELECT t.id, t.invalidation_reason FROM trading_ranges t JOIN unnest($1::uuid[]) AS k(id) USING (id)"
+            " WHERE t.status = 'INVALIDATED'",
+            list(range_ids),
+        )
+        return {row["id"]: row["invalidation_reason"] or "no reason given" for row in rows}
+
     async def _lock_campaigns(self, join_and_where: str, *parameters: Any) -> list[Campaign]:
         # In id order, so that writers locking overlapping sets never deadlock.
         rows = await self.db.fetch(
@@ -436,6 +510,29 @@ class CampaignStore:
             list(bases),
         )
         return {row["campaign_id"] for row in rows}
+
+    # --- replaying history (`campaign-manager rebuild`) -----------------------------------------------------------
+
+    async def campaigns_after(self, after: UUID, limit: int) -> list[Campaign]:
+        """The next `limit` campaigns in id order after `after` (keyset paging on the primary key: every page costs
+        the same, however far in), with their positions. Nothing is locked."""
+        rows = await self.db.fetch("SELECT c.* FROM campaigns c WHERE c.id > $1 ORDER BY c.id LIMIT $2", after, limit)
+        positions = await self.positions_of([row["id"] for row in rows])
+        return [campaign_from_row(row, positions.get(row["id"], [])) for row in rows]
+
+    async def position_history(self, position_ids: Collection[UUID]) -> dict[UUID, list[PositionHistoryEntry]]:
+        """The fills and exits of these positions, each position's in the order they were applied."""
+        by_position: dict[UUID, list[PositionHistoryEntry]] = {}
+        if not position_ids:
+            return by_position
+        rows = await self.db.fetch(
+            f"SELECT {_columns(_HISTORY_COLUMNS, 'h.')} FROM position_history h"
+            " JOIN unnest($1::uuid[]) AS k(position_id) USING (position_id) ORDER BY h.id",
+            list(position_ids),
+        )
+        for row in rows:
+            by_position.setdefault(row["position_id"], []).append(PositionHistoryEntry(**row))
+        return by_position
 
     # --- writing ---------------------------------------------------------------------------------------------
 
@@ -484,6 +581,9 @@ class CampaignStore:
             "topic": batch.topic,
         }
         row = await self.db.fetchrow(_BATCH_WRITE, *(arguments[name] for name in _WRITE_PARAMETERS))
+        if row["invalidated_ranges"]:
+            # Invalidated while this batch ran: retried from a fresh read, where the signals are rejected.
+            raise VersionConflict(f"trading ranges invalidated concurrently: {row['invalidated_ranges']}")
         if len(row["changed_ids"]) != len(changed):
             written = set(row["changed_ids"])
             missing = [c.campaign_id for c in changed if c.id not in written]
@@ -507,14 +607,18 @@ class Database:
         )
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[CampaignStore]:
+    async def transaction(
+        self, *, isolation: str | None = None, readonly: bool = False
+    ) -> AsyncIterator[CampaignStore]:
         """One unit of work: commits when the block ends, rolls back if it raises.
 
         The pool is SQLAlchemy's; the transaction is the driver's own, so that BEGIN and COMMIT are the only round
-        trips it adds (SQLAlchemy's begin costs one more, and every statement here goes to the driver anyway)."""
+        trips it adds (SQLAlchemy's begin costs one more, and every statement here goes to the driver anyway).
+        `isolation` (asyncpg's name, e.g. "repeatable_read"; default: the server's) and `readonly` are for readers
+        that need several statements to see one snapshot."""
         async with self.engine.connect() as connection:
             driver = (await connection.get_raw_connection()).driver_connection
-            async with driver.transaction():
+            async with driver.transaction(isolation=isolation, readonly=readonly):
                 yield CampaignStore(driver)
 
     async def dispose(self) -> None:

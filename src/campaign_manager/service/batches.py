@@ -2,12 +2,12 @@
 letters of records that are not valid messages, and what it did.
 
 Each topic's handler (`signals.py`, `positions.py`, `prices.py`, `ranges.py`) applies one batch in one
-transaction: `claim_fresh_records` first, then its own reads, domain calls and one `CampaignStore.write`.
+transaction: `claim_batch` first, then its own reads, domain calls and one `CampaignStore.write`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
@@ -66,38 +66,47 @@ ApplyBatch = Callable[[CampaignStore, str, Sequence[ParsedRecord]], Awaitable[Ba
 
 @dataclass
 class ClaimedBatch:
-    """The records of a batch not applied yet, and the offsets the batch advances."""
+    """The records of a batch not applied yet, what the batch did so far (`result`: the offsets it advances, the
+    records skipped and dead-lettered) and the dead letters to write."""
 
     fresh: list[ParsedRecord]
-    next_offsets: dict[int, int]
-    skipped: int
+    result: BatchResult
+    dead_letters: list[OutboxMessage]
 
     def valid(self) -> list[ValidRecord[Any]]:
         return [r for r in self.fresh if isinstance(r, ValidRecord)]
 
-    def dead_letters(self, dlq_topic: str, result: BatchResult) -> list[OutboxMessage]:
-        """Outbox messages for the fresh records that are not valid messages; noted in `result`."""
-        letters = []
-        for r in self.fresh:
-            if isinstance(r, InvalidRecord):
-                letters.append(
-                    dead_letter_message(r.record, reason=r.reason, error_type=r.error_type, dlq_topic=dlq_topic)
-                )
-                result.dead_letters.append(r)
-        return letters
 
-
-async def claim_fresh_records(
-    store: CampaignStore, group: str, topic: str, records: Sequence[ParsedRecord]
+async def claim_batch(
+    store: CampaignStore, topic: str, records: Sequence[ParsedRecord], *, consumer_group: str, dlq_topic: str
 ) -> ClaimedBatch:
-    """Lock the stored offsets of the batch's partitions and drop what was already applied.
+    """The first step of every batch: lock the stored offsets of its partitions, drop what was already applied,
+    and turn the records that are not valid messages into dead letters.
 
     Stored offsets are the truth, Kafka's only a hint: after a rebalance or a redelivery, records below the stored
     offset were applied by this or another consumer and must change nothing."""
-    stored = await store.lock_offsets(group, topic, {r.record.partition for r in records})
+    result = BatchResult()
+    stored = await store.lock_offsets(consumer_group, topic, {r.record.partition for r in records})
     fresh = [r for r in records if r.record.offset >= stored[r.record.partition]]
-    next_offsets: dict[int, int] = {}
     for r in records:
         partition = r.record.partition
-        next_offsets[partition] = max(next_offsets.get(partition, stored[partition]), r.record.offset + 1)
-    return ClaimedBatch(fresh, next_offsets, len(records) - len(fresh))
+        result.next_offsets[partition] = max(result.next_offsets.get(partition, stored[partition]), r.record.offset + 1)
+    result.skipped_already_applied = len(records) - len(fresh)
+    dead_letters = []
+    for r in fresh:
+        if isinstance(r, InvalidRecord):
+            dead_letters.append(
+                dead_letter_message(r.record, reason=r.reason, error_type=r.error_type, dlq_topic=dlq_topic)
+            )
+            result.dead_letters.append(r)
+    return ClaimedBatch(fresh, result, dead_letters)
+
+
+def repeated(ids: Sequence[Hashable], seen_before: set[Hashable]) -> set[int]:
+    """Positions in `ids` of ids seen before: in `seen_before` (applied by an earlier batch) or earlier in `ids`."""
+    seen, repeats = set(seen_before), set()
+    for index, message_id in enumerate(ids):
+        if message_id in seen:
+            repeats.add(index)
+        seen.add(message_id)
+    return repeats

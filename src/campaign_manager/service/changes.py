@@ -36,15 +36,27 @@ class CampaignChanges:
             self.loaded_versions.setdefault(campaign.id, campaign.version)
 
     def record(
-        self, campaign: Campaign, *, causation_id: UUID | None, correlation_id: str | None
+        self,
+        campaign: Campaign,
+        *,
+        causation_id: UUID | None,
+        correlation_id: str | None,
+        unpublished: tuple[type[CampaignEvent], ...] = (),
     ) -> list[CampaignEvent]:
-        """The events the last domain call recorded on `campaign`, turned into outbox messages; returned as well."""
+        """The events the last domain call recorded on `campaign`, turned into outbox messages; returned as well.
+
+        Events of the `unpublished` types are returned but not published (a price's CampaignMarkedToMarket between
+        two due marks)."""
         events = campaign.collect_events()
         if campaign.version != self.loaded_versions[campaign.id]:
             self.changed[campaign.id] = campaign
+            # The domain stamps each position it changes with `now`, again on a second change in this unit of work:
+            # encode them anew, so that events and the write carry what they hold now.
+            self.documents.forget_positions(p for p in campaign.positions if p.updated_at == self.now)
+        published = [e for e in events if not isinstance(e, unpublished)] if unpublished else events
         self.outbox.extend(
             self.serializer.campaign_events(
-                events, campaign, causation_id=causation_id, correlation_id=correlation_id, now=self.now
+                published, campaign, causation_id=causation_id, correlation_id=correlation_id, now=self.now
             )
         )
         return events

@@ -28,13 +28,14 @@ from campaign_manager.domain.campaign import (
 )
 from campaign_manager.domain.errors import RuleViolation
 from campaign_manager.domain.events import AllocationNearLimit, CampaignCreated, PositionAdded
-from campaign_manager.persistence.store import BatchWrite, CampaignKey, CampaignStore, OutboxMessage, ProcessedSignal
+from campaign_manager.persistence.store import BatchWrite, CampaignKey, CampaignStore, ProcessedSignal
 from campaign_manager.service.batches import (
     BatchResult,
     ParsedRecord,
     RecordOutcome,
     ValidRecord,
-    claim_fresh_records,
+    claim_batch,
+    repeated,
 )
 from campaign_manager.service.outgoing import EventSerializer
 
@@ -55,23 +56,17 @@ async def apply_signal_batch(
     now: datetime | None = None,
 ) -> BatchResult:
     now = now or datetime.now(UTC)
-    result = BatchResult()
     if not records:
-        return result
+        return BatchResult()
 
     # 1. What this batch may still apply; dead letters for what is not a valid signal.
-    claimed = await claim_fresh_records(store, policy.consumer_group, topic, records)
-    result.skipped_already_applied, result.next_offsets = claimed.skipped, claimed.next_offsets
-    outbox: list[OutboxMessage] = claimed.dead_letters(policy.dlq_topic, result)
+    claimed = await claim_batch(store, topic, records, consumer_group=policy.consumer_group, dlq_topic=policy.dlq_topic)
+    result, outbox = claimed.result, claimed.dead_letters
 
     # 2. Idempotency by signal id, across batches and within this one.
     valid: list[ValidRecord[TradeSignalMessage]] = claimed.valid()
-    seen = await store.processed_signal_ids({r.message.id for r in valid})
-    duplicates: set[int] = set()  # positions in `valid` of repeats, reported in record order below
-    for index, r in enumerate(valid):
-        if r.message.id in seen:
-            duplicates.add(index)
-        seen.add(r.message.id)
+    signal_ids = [r.message.id for r in valid]
+    duplicates = repeated(signal_ids, await store.processed_signal_ids(set(signal_ids)))
     to_apply = [r for index, r in enumerate(valid) if index not in duplicates]
 
     # 3. Open risk of every portfolio the batch adds to, its row locked: workers racing signals of one portfolio
@@ -88,6 +83,8 @@ async def apply_signal_batch(
         if (r.message.portfolio_id, r.message.trading_range.id) not in campaigns
     }
     taken_ids = await store.taken_campaign_ids(bases)
+    # Read after the campaign locks: an invalidation that held one of them has committed by now, and is seen.
+    invalidated_ranges = await store.invalidated_ranges({r.message.trading_range.id for r in to_apply})
 
     documents = DocumentCache()
     serializer = EventSerializer(policy.events_topic, documents)
@@ -107,6 +104,8 @@ async def apply_signal_batch(
         campaign = campaigns.get(key)
         risk_before = campaign.current_risk if campaign is not None and campaign.is_open else ZERO
         try:
+            if (broken := invalidated_ranges.get(signal.trading_range.id)) is not None:
+                raise RuleViolation(f"Trading range invalidated: {broken}")
             portfolio_value = check_trade_risk(signal)
             check_portfolio_heat(open_risk[signal.portfolio_id], signal.risk_amount, portfolio_value)
             if campaign is None or not campaign.is_open:
