@@ -10,6 +10,7 @@ import structlog
 
 from campaign_manager.persistence.migrate import upgrade_to_head
 from campaign_manager.persistence.store import Database
+from campaign_manager.service.rebuild import Difference, check_all_campaigns
 from tests.servers import database_server, kafka_server, scratch_database
 
 
@@ -32,9 +33,18 @@ def database_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-async def migrated_database_url(database_url: str) -> str:
+async def migrated_database_url(database_url: str) -> AsyncIterator[str]:
     await upgrade_to_head(database_url)
-    return database_url
+    yield database_url
+    # After every test that shared this database: each campaign, replayed from its positions and their history,
+    # must agree with what was stored (what `campaign-manager rebuild` checks).
+    differences: list[Difference] = []
+    database = Database.connect(database_url, pool_size=1, max_overflow=0)
+    try:
+        await check_all_campaigns(database, differences.append)
+    finally:
+        await database.dispose()
+    assert not differences, f"rebuild found stored figures that disagree with the replay: {differences[:20]}"
 
 
 @pytest.fixture
