@@ -562,7 +562,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--price-seconds", type=float, default=10.0)
     parser.add_argument("--price-campaigns", type=int, default=5, help="campaigns per symbol whose stop breaks")
-    parser.add_argument("--prices-only", action="store_true", help="only the price scenario")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--prices-only", action="store_true", help="only the price scenarios")
+    only.add_argument("--signals-only", action="store_true", help="only the signal scenarios")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up as Ctrl-C does
@@ -586,19 +588,24 @@ def main(argv: list[str] | None = None) -> int:
         price_runs = {  # offered beyond what one worker absorbs, then within it
             name: run_price_scenario(name, rng, rate, args.price_seconds, args.price_campaigns, postgres.url, work_dir)
             for name, rate in (("prices", args.price_rate), ("prices_paced", args.paced_price_rate))
+            if not args.signals_only
         }
-    prices, paced = price_runs["prices"], price_runs["prices_paced"]
-    prices_summary = {
-        "ticks_per_s": round(prices.ticks_per_s, 1),
-        "stop_event_p99_ms": round(prices.stop_latency_ms(99), 1),
-        "stop_event_p50_ms": round(prices.stop_latency_ms(50), 1),
-        "ticks_offered_per_s": round(prices.offered_per_s, 1),
-        "price_ticks": prices.ticks,
-        "stop_events": len(prices.invalidated_at),
-        "paced_ticks_offered_per_s": round(paced.offered_per_s, 1),
-        "paced_ticks_per_s": round(paced.ticks_per_s, 1),
-        "paced_stop_event_p99_ms": round(paced.stop_latency_ms(99), 1),
-    }
+    prices, paced = price_runs.get("prices"), price_runs.get("prices_paced")
+    prices_summary = (
+        {}
+        if prices is None or paced is None
+        else {
+            "ticks_per_s": round(prices.ticks_per_s, 1),
+            "stop_event_p99_ms": round(prices.stop_latency_ms(99), 1),
+            "stop_event_p50_ms": round(prices.stop_latency_ms(50), 1),
+            "ticks_offered_per_s": round(prices.offered_per_s, 1),
+            "price_ticks": prices.ticks,
+            "stop_events": len(prices.invalidated_at),
+            "paced_ticks_offered_per_s": round(paced.offered_per_s, 1),
+            "paced_ticks_per_s": round(paced.ticks_per_s, 1),
+            "paced_stop_event_p99_ms": round(paced.stop_latency_ms(99), 1),
+        }
+    )
     if args.prices_only:
         for name, run in price_runs.items():
             report_prices(name, run)
