@@ -28,11 +28,10 @@ STOP_BOUND_S = 20.0  # the batch in flight, then the relay's flush (bounded at 1
 async def test_sigterm_mid_run_stops_cleanly_and_loses_or_repeats_nothing(
     deployment: Deployment, start_worker, producer: AIOKafkaProducer, database: Database
 ) -> None:
+    # A running worker (its consumers all joined) gets a backlog, and is asked to stop part-way through it.
+    worker = start_worker("stopped")
     signals = signal_mix(SIGNALS)
     await publish_signals(producer, deployment.signals_topic, signals)
-
-    # The worker starts on the backlog and is asked to stop part-way through.
-    worker = start_worker("stopped", wait=False)  # its signal consumer starts before /readyz says so
     await wait_for(
         lambda: at_least_processed(database, deployment.signals_topic, 300), timeout_s=60, what="the first batches"
     )
