@@ -115,7 +115,7 @@ class ConsumedTopic:
 
 def consumed_topics(settings: Settings) -> list[ConsumedTopic]:
     signal_policy = SignalPolicy(
-        consumer_group=settings.kafka_group_id,
+        consumer_group=settings.consumer_group_of(settings.signals_topic),
         events_topic=settings.events_topic,
         dlq_topic=settings.signals_dlq_topic,
         default_portfolio_value=settings.portfolio_value,
@@ -135,7 +135,7 @@ def consumed_topics(settings: Settings) -> list[ConsumedTopic]:
             partial(
                 apply_position_event_batch,
                 policy=PositionPolicy(
-                    consumer_group=settings.kafka_group_id,
+                    consumer_group=settings.consumer_group_of(settings.position_events_topic),
                     events_topic=settings.events_topic,
                     dlq_topic=settings.dlq_topic(settings.position_events_topic),
                 ),
@@ -150,7 +150,7 @@ def consumed_topics(settings: Settings) -> list[ConsumedTopic]:
             partial(
                 apply_range_batch,
                 policy=RangePolicy(
-                    consumer_group=settings.kafka_group_id,
+                    consumer_group=settings.consumer_group_of(settings.trading_ranges_topic),
                     events_topic=settings.events_topic,
                     dlq_topic=settings.dlq_topic(settings.trading_ranges_topic),
                 ),
@@ -166,7 +166,7 @@ def consumed_topics(settings: Settings) -> list[ConsumedTopic]:
             partial(
                 apply_price_batch,
                 policy=PricePolicy(
-                    consumer_group=settings.kafka_group_id,
+                    consumer_group=settings.consumer_group_of(settings.market_prices_topic),
                     events_topic=settings.events_topic,
                     dlq_topic=settings.dlq_topic(settings.market_prices_topic),
                     mark_to_market_interval=timedelta(seconds=settings.mark_to_market_interval_s),
@@ -314,7 +314,8 @@ async def prepare(settings: Settings, servers: Servers) -> None:
     """Schema and topics, before anything consumes."""
     await upgrade_to_head(servers.database_url)
     if servers.broker_starts_empty:
-        await forget_consumed_offsets(servers.database_url, settings.kafka_group_id)
+        for topic in settings.consumed_topics:
+            await forget_consumed_offsets(servers.database_url, settings.consumer_group_of(topic))
     if settings.create_topics:
         await ensure_topics(
             servers.kafka_bootstrap_servers,

@@ -150,7 +150,10 @@ def _describe_trade_signals(document: dict[str, Any], settings: Settings) -> Non
     message["correlationId"] = {"location": "$message.payload#/correlation_id"}
     message["bindings"] = _key(_UUID, "The trading range id: a range's signals stay on one partition, in order.")
     document["operations"]["on_trade_signals"]["bindings"] = {
-        "kafka": {"groupId": {"type": "string", "enum": [settings.kafka_group_id]}, "bindingVersion": _BINDING_VERSION}
+        "kafka": {
+            "groupId": {"type": "string", "enum": [settings.consumer_group_of(settings.signals_topic)]},
+            "bindingVersion": _BINDING_VERSION,
+        }
     }
 
 
@@ -159,7 +162,10 @@ def _describe_position_events(document: dict[str, Any], settings: Settings) -> N
     message["correlationId"] = {"location": "$message.payload#/correlation_id"}
     message["bindings"] = _key(_UUID, "The campaign UUID: a campaign's fills and exits stay in order.")
     document["operations"]["on_position_events"]["bindings"] = {
-        "kafka": {"groupId": {"type": "string", "enum": [settings.kafka_group_id]}, "bindingVersion": _BINDING_VERSION}
+        "kafka": {
+            "groupId": {"type": "string", "enum": [settings.consumer_group_of(settings.position_events_topic)]},
+            "bindingVersion": _BINDING_VERSION,
+        }
     }
 
 
@@ -168,7 +174,10 @@ def _describe_trading_ranges(document: dict[str, Any], settings: Settings) -> No
     message["correlationId"] = {"location": "$message.payload#/correlation_id"}
     message["bindings"] = _key(_UUID, "The trading range id, as for its signals: a range's events stay in order.")
     document["operations"]["on_trading_ranges"]["bindings"] = {
-        "kafka": {"groupId": {"type": "string", "enum": [settings.kafka_group_id]}, "bindingVersion": _BINDING_VERSION}
+        "kafka": {
+            "groupId": {"type": "string", "enum": [settings.consumer_group_of(settings.trading_ranges_topic)]},
+            "bindingVersion": _BINDING_VERSION,
+        }
     }
 
 
@@ -177,7 +186,10 @@ def _describe_market_prices(document: dict[str, Any], settings: Settings) -> Non
     del message["correlationId"]  # a price belongs to no conversation
     message["bindings"] = _key(_TEXT, "The symbol: a symbol's prices stay on one partition, in order.")
     document["operations"]["on_market_prices"]["bindings"] = {
-        "kafka": {"groupId": {"type": "string", "enum": [settings.kafka_group_id]}, "bindingVersion": _BINDING_VERSION}
+        "kafka": {
+            "groupId": {"type": "string", "enum": [settings.consumer_group_of(settings.market_prices_topic)]},
+            "bindingVersion": _BINDING_VERSION,
+        }
     }
 
 

@@ -163,6 +163,12 @@ class Settings(BaseSettings):
         """Where records of `topic` that are not valid messages go."""
         return f"{topic}.dlq"
 
+    def consumer_group_of(self, topic: str) -> str:
+        """The consumer group that reads `topic`: KAFKA_GROUP_ID for trade-signals, `<KAFKA_GROUP_ID>.<topic>` for
+        the others. A group per topic: a worker joining or leaving rebalances each topic on its own, instead of
+        every consumer of every topic together."""
+        return self.kafka_group_id if topic == self.signals_topic else f"{self.kafka_group_id}.{topic}"
+
     @property
     def consumed_topics(self) -> list[str]:
         return [self.signals_topic, self.position_events_topic, self.market_prices_topic, self.trading_ranges_topic]

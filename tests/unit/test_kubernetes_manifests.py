@@ -222,10 +222,14 @@ def test_keda_scales_the_worker_on_its_own_group_and_topics(manifests: Manifests
 
     assert scaled["scaleTargetRef"]["name"] == manifests.one("Deployment")["metadata"]["name"]
     assert {trigger["metadata"]["topic"] for trigger in scaled["triggers"]} == consumed
+    settings = Settings.model_construct(
+        kafka_group_id=config["KAFKA_GROUP_ID"],
+        signals_topic=config["SIGNALS_TOPIC"],
+    )
     for trigger in scaled["triggers"]:
         metadata = trigger["metadata"]
         assert trigger["type"] == "kafka"
-        assert metadata["consumerGroup"] == config["KAFKA_GROUP_ID"]
+        assert metadata["consumerGroup"] == settings.consumer_group_of(metadata["topic"])
         assert metadata["bootstrapServers"] == config["KAFKA_BOOTSTRAP_SERVERS"]
 
 

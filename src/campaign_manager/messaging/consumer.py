@@ -108,7 +108,7 @@ def register_batch_subscriber(
     subscriber_ref: list[LogicSubscriber] = []
     subscriber = broker.subscriber(
         topic,
-        group_id=settings.kafka_group_id,
+        group_id=settings.consumer_group_of(topic),
         batch=True,
         max_records=max_records or settings.batch_max_records,
         # FastStream waits this long for records and, when none came, sleeps as long again: keep it short.
@@ -120,7 +120,7 @@ def register_batch_subscriber(
         rebalance_timeout_ms=settings.kafka_rebalance_timeout_ms,
         max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
-        listener=SeekToStoredOffsets(database, settings.kafka_group_id, lambda: subscriber_ref[0]),
+        listener=SeekToStoredOffsets(database, settings.consumer_group_of(topic), lambda: subscriber_ref[0]),
         parser=_raw_batch_parser,
         decoder=_raw_body,
         title=title,
