@@ -103,10 +103,7 @@ def asyncapi_document(settings: Settings | None = None) -> dict[str, Any]:
         .to_jsonable()
     )
     _describe_payloads(document)
-    _describe_trade_signals(document, settings)
-    _describe_position_events(document, settings)
-    _describe_trading_ranges(document, settings)
-    _describe_market_prices(document, settings)
+    _describe_consumed_topics(document, settings)
     _describe_campaign_events(document)
     for channel in document["channels"]:
         if channel.endswith("_dlq"):
@@ -145,52 +142,31 @@ def _describe_payloads(document: dict[str, Any]) -> None:
     document["components"]["schemas"] = {**definitions["$defs"], **kept}
 
 
-def _describe_trade_signals(document: dict[str, Any], settings: Settings) -> None:
-    message = _message(document, "on_trade_signals")
-    message["correlationId"] = {"location": "$message.payload#/correlation_id"}
-    message["bindings"] = _key(_UUID, "The trading range id: a range's signals stay on one partition, in order.")
-    document["operations"]["on_trade_signals"]["bindings"] = {
-        "kafka": {
-            "groupId": {"type": "string", "enum": [settings.consumer_group_of(settings.signals_topic)]},
-            "bindingVersion": _BINDING_VERSION,
+def _describe_consumed_topics(document: dict[str, Any], settings: Settings) -> None:
+    """Each consumed topic's record key, consumer group and correlation id, which FastStream does not describe."""
+    consumed = [  # operation, topic, key schema, key description, carries a correlation_id
+        ("on_trade_signals", settings.signals_topic, _UUID,
+         "The trading range id: a range's signals stay on one partition, in order.", True),
+        ("on_position_events", settings.position_events_topic, _UUID,
+         "The campaign UUID: a campaign's fills and exits stay in order.", True),
+        ("on_trading_ranges", settings.trading_ranges_topic, _UUID,
+         "The trading range id, as for its signals: a range's events stay in order.", True),
+        ("on_market_prices", settings.market_prices_topic, _TEXT,
+         "The symbol: a symbol's prices stay on one partition, in order.", False),
+    ]  # fmt: skip
+    for operation, topic, key, key_description, correlated in consumed:
+        message = _message(document, operation)
+        if correlated:
+            message["correlationId"] = {"location": "$message.payload#/correlation_id"}
+        else:
+            del message["correlationId"]  # a price belongs to no conversation
+        message["bindings"] = _key(key, key_description)
+        document["operations"][operation]["bindings"] = {
+            "kafka": {
+                "groupId": {"type": "string", "enum": [settings.consumer_group_of(topic)]},
+                "bindingVersion": _BINDING_VERSION,
+            }
         }
-    }
-
-
-def _describe_position_events(document: dict[str, Any], settings: Settings) -> None:
-    message = _message(document, "on_position_events")
-    message["correlationId"] = {"location": "$message.payload#/correlation_id"}
-    message["bindings"] = _key(_UUID, "The campaign UUID: a campaign's fills and exits stay in order.")
-    document["operations"]["on_position_events"]["bindings"] = {
-        "kafka": {
-            "groupId": {"type": "string", "enum": [settings.consumer_group_of(settings.position_events_topic)]},
-            "bindingVersion": _BINDING_VERSION,
-        }
-    }
-
-
-def _describe_trading_ranges(document: dict[str, Any], settings: Settings) -> None:
-    message = _message(document, "on_trading_ranges")
-    message["correlationId"] = {"location": "$message.payload#/correlation_id"}
-    message["bindings"] = _key(_UUID, "The trading range id, as for its signals: a range's events stay in order.")
-    document["operations"]["on_trading_ranges"]["bindings"] = {
-        "kafka": {
-            "groupId": {"type": "string", "enum": [settings.consumer_group_of(settings.trading_ranges_topic)]},
-            "bindingVersion": _BINDING_VERSION,
-        }
-    }
-
-
-def _describe_market_prices(document: dict[str, Any], settings: Settings) -> None:
-    message = _message(document, "on_market_prices")
-    del message["correlationId"]  # a price belongs to no conversation
-    message["bindings"] = _key(_TEXT, "The symbol: a symbol's prices stay on one partition, in order.")
-    document["operations"]["on_market_prices"]["bindings"] = {
-        "kafka": {
-            "groupId": {"type": "string", "enum": [settings.consumer_group_of(settings.market_prices_topic)]},
-            "bindingVersion": _BINDING_VERSION,
-        }
-    }
 
 
 def _describe_campaign_events(document: dict[str, Any]) -> None:
