@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements/dev.lock pyproject.toml | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-integration test-e2e demo bench lint schemas lock clean
+.PHONY: help install browser run test test-unit test-integration test-e2e demo bench lint schemas lock clean
 
 help:
 	@echo "make run     install if needed, migrate, start worker + HTTP API on embedded servers"
@@ -22,9 +22,20 @@ $(STAMP): requirements/dev.lock pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-install: $(STAMP)
+install: $(STAMP) browser
 
-run: install
+# Debian's Chromium for the review page's browser tests (Playwright drives it; its own browser downloads are not
+# used). Best effort: without root or apt the install goes on, and those tests skip saying what is missing.
+browser:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "chromium: installing Debian's package for the browser tests"; export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+	    || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1; } \
+	    || echo "chromium: apt-get install failed; the browser tests will skip"; \
+	  else echo "chromium: not installed (needs root and apt-get); the browser tests will skip"; fi; }
+
+run: $(STAMP)
 	$(BIN)/campaign-manager run
 
 test: install
@@ -39,7 +50,7 @@ test-integration: install
 test-e2e: install
 	$(BIN)/python -m pytest -q tests/e2e
 
-demo: install
+demo: $(STAMP)
 	$(BIN)/campaign-manager demo
 
 bench: install

@@ -18,7 +18,7 @@ from tests.factories import SignalFeed, make_processor, process
 
 pytestmark = [pytest.mark.integration, pytest.mark.database]
 
-EXAMPLES_PER_OPERATION = 100  # five operations; the whole test stays well under a minute
+EXAMPLES_PER_OPERATION = 100  # nine operations; the whole test stays well under a minute
 # The write endpoint is fuzzed behind its token (tests/integration/test_operator_actions.py covers the refusals).
 API_TOKEN = "fuzzing-token"
 

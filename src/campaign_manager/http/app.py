@@ -1,22 +1,30 @@
-"""The HTTP API: campaigns, operator actions, health, metrics. Routes parse and call a query or a service
-function; nothing else."""
+"""The HTTP API: campaigns, their events, portfolios, operator actions, health, metrics, and the review page at `/`
+(static files that read the JSON API). Routes parse and call a query or a service function; nothing else."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
 from uuid import uuid4
 
 import structlog
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from starlette.convertors import PathConvertor, register_url_convertor
+from starlette.types import Scope
 
-from campaign_manager.contracts import CampaignSnapshot, campaign_document
-from campaign_manager.domain.campaign import CampaignStatus
+from campaign_manager.contracts import CampaignEventMessage, CampaignSnapshot, EventType, campaign_document
+from campaign_manager.domain.campaign import (
+    MAX_CAMPAIGN_ALLOCATION_PERCENT,
+    MAX_PORTFOLIO_HEAT_PERCENT,
+    CampaignStatus,
+)
 from campaign_manager.domain.errors import InvalidStatusTransition, RuleViolation, VersionMismatch
 from campaign_manager.http.auth import WriteAccess
 from campaign_manager.metrics import Metrics
@@ -31,13 +39,25 @@ log = structlog.get_logger(__name__)
 # for a minute).
 DATABASE_TIMEOUT_S = 2.0
 
+# The review page: plain HTML, CSS and JavaScript shipped in the package (no build step, nothing from elsewhere).
+STATIC = FilePath(__file__).with_name("static")
+# The page loads only its own files and talks only to this API.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
 
 class CampaignReference(PathConvertor):
     """A campaign's UUID or human id in a path. Human ids may hold a `/` (symbols like `BRK/B`), so it spans
-    segments; one ending in `/status` is the operator action's path, not a campaign (so that path answers 405 to
-    GET, and OPTIONS lists POST). Any character counts, a newline too: it is looked up and not found."""
+    segments; one ending in `/status` is the operator action's path and one ending in `/events` the campaign's
+    history, not a campaign (so the first answers 405 to GET, and OPTIONS lists POST; a human id ends in a date or
+    a number, never in either). Any character counts, a newline too: it is looked up and not found."""
 
-    regex = r"(?s:.*)(?<!/status)"
+    regex = r"(?s:.*)(?<!/status)(?<!/events)"
 
 
 register_url_convertor("campaign_reference", CampaignReference())
@@ -54,6 +74,41 @@ class Pagination(BaseModel):
 class CampaignList(BaseModel):
     data: list[CampaignSnapshot]
     pagination: Pagination
+
+
+class CampaignEventList(BaseModel):
+    data: list[CampaignEventMessage] = Field(description="The events as published on `campaign-events`.")
+    pagination: Pagination
+
+
+class PortfolioSummary(BaseModel):
+    """A portfolio's open risk against the heat limit, over its open (ACTIVE, MARKUP) campaigns."""
+
+    portfolio_id: str
+    open_campaign_count: int
+    open_risk: Decimal = Field(description="Sum of the open campaigns' `current_risk`: what the heat limit judges.")
+    portfolio_value: Decimal | None = Field(
+        description="The value the newest open campaign was sized with; null without an open campaign."
+    )
+    heat_percent: Decimal | None = Field(description="`open_risk` as a percent of `portfolio_value`; null without it.")
+    heat_limit_percent: Decimal = Field(
+        description="A signal that would take the open risk above this percent of the portfolio is rejected."
+    )
+    max_open_risk: Decimal | None = Field(description="`heat_limit_percent` of `portfolio_value`; null without it.")
+    open_allocation_percent: Decimal = Field(description="Sum of the open campaigns' `total_allocation`.")
+    campaign_allocation_limit_percent: Decimal = Field(description="The most one campaign may allocate.")
+
+
+class PortfolioList(BaseModel):
+    data: list[PortfolioSummary]
+    pagination: Pagination
+
+
+class Changes(BaseModel):
+    cursor: str = Field(
+        description="Opaque. Moves whenever a campaign event (or a dead letter) is committed: poll it, and read "
+        "again what you show when it differs."
+    )
 
 
 class ErrorBody(BaseModel):
@@ -162,17 +217,34 @@ def create_app(
             )
         data = [campaign_document(c, r) for c, r in page.campaigns]
         return CampaignList.model_validate(
-            {
-                "data": data,
-                "pagination": Pagination(
-                    returned_count=len(data),
-                    total_count=page.total_count,
-                    limit=limit,
-                    offset=offset,
-                    has_more=offset + len(data) < page.total_count,
-                ),
-            }
+            {"data": data, "pagination": _pagination(len(data), page.total_count, limit, offset)}
         )
+
+    @app.get(
+        "/api/v1/campaigns/{campaign_id:campaign_reference}/events",
+        response_model=CampaignEventList,
+        responses={404: {"model": ErrorBody}},
+        tags=["campaigns"],
+    )
+    async def list_campaign_events(
+        campaign_id: Annotated[str, Path(min_length=1, max_length=50, description="UUID or human id")],
+        event_type: Annotated[
+            list[EventType] | None, Query(max_length=10, description="Only these types (repeat the parameter).")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=100)] = 50,
+        offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    ) -> Response:
+        """The campaign's history oldest first: every event published about it, each as it went out on
+        `campaign-events` (rejections of signals that found the campaign open included)."""
+        async with database.engine.connect() as connection:
+            found = await queries.campaign_uuid(connection, campaign_id)
+            if found is None:
+                raise HTTPException(status_code=404, detail="Campaign not found")
+            page = await queries.campaign_events(connection, found, event_types=event_type, limit=limit, offset=offset)
+        # The stored JSON as it is: what consumers received, byte for byte, without decoding and encoding again.
+        pagination = _pagination(len(page.payloads), page.total_count, limit, offset).model_dump_json().encode()
+        body = b'{"data":[' + b",".join(page.payloads) + b'],"pagination":' + pagination + b"}"
+        return Response(body, media_type="application/json")
 
     @app.get(
         "/api/v1/campaigns/{campaign_id:campaign_reference}",
@@ -249,6 +321,42 @@ def create_app(
         document["positions"].sort(key=lambda p: (p["entry_date"], p["created_at"], p["position_id"]))
         return document
 
+    @app.get("/api/v1/portfolios", response_model=PortfolioList, tags=["portfolios"])
+    async def list_portfolios(
+        limit: Annotated[int, Query(ge=1, le=100)] = 50,
+        offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    ) -> PortfolioList:
+        """Every portfolio a signal has named, the highest heat first (then the most open risk, then by id)."""
+        async with database.engine.connect() as connection:
+            page = await queries.list_portfolios(connection, limit=limit, offset=offset)
+        data = [_portfolio_summary(p) for p in page.portfolios]
+        return PortfolioList(data=data, pagination=_pagination(len(data), page.total_count, limit, offset))
+
+    @app.get(
+        "/api/v1/portfolios/{portfolio_id}",
+        response_model=PortfolioSummary,
+        responses={404: {"model": ErrorBody}},
+        tags=["portfolios"],
+    )
+    async def get_portfolio(portfolio_id: Annotated[str, Path(min_length=1, max_length=64)]) -> PortfolioSummary:
+        async with database.engine.connect() as connection:
+            found = await queries.get_portfolio(connection, portfolio_id)
+        if found is None:
+            raise HTTPException(status_code=404, detail="Portfolio not found")
+        return _portfolio_summary(found)
+
+    @app.get("/api/v1/changes", response_model=Changes, tags=["campaigns"])
+    async def changes() -> Changes:
+        """A cursor that moves whenever a campaign changes (two index lookups): what the review page polls."""
+        async with database.engine.connect() as connection:
+            return Changes(cursor=await queries.changes_cursor(connection))
+
+    @app.get("/", include_in_schema=False)
+    async def review_page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+
+    app.mount("/static", _RevalidatedFiles(directory=STATIC), name="static")
+
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
         """The process is alive."""
@@ -287,6 +395,35 @@ def create_app(
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+class _RevalidatedFiles(StaticFiles):
+    """Static files that a browser asks for again (a 304 when unchanged), so an upgrade is never half seen."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers.update(PAGE_HEADERS)
+        return response
+
+
+def _pagination(returned: int, total: int, limit: int, offset: int) -> Pagination:
+    return Pagination(
+        returned_count=returned, total_count=total, limit=limit, offset=offset, has_more=offset + returned < total
+    )
+
+
+def _portfolio_summary(heat: queries.PortfolioHeat) -> PortfolioSummary:
+    return PortfolioSummary(
+        portfolio_id=heat.portfolio_id,
+        open_campaign_count=heat.open_campaign_count,
+        open_risk=heat.open_risk,
+        portfolio_value=heat.portfolio_value,
+        heat_percent=heat.heat_percent,
+        heat_limit_percent=MAX_PORTFOLIO_HEAT_PERCENT,
+        max_open_risk=heat.max_open_risk,
+        open_allocation_percent=heat.open_allocation_percent,
+        campaign_allocation_limit_percent=MAX_CAMPAIGN_ALLOCATION_PERCENT,
+    )
 
 
 def _outbox_verdict(outbox: queries.OutboxState | None, max_age_s: float) -> str:

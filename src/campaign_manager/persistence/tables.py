@@ -222,4 +222,6 @@ outbox = Table(
     Column("event_type", String(64)),
     Column("occurred_at", DateTime(timezone=True)),
     Index("idx_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),
+    # A campaign's events in order: its history, as the API serves it.
+    Index("idx_outbox_campaign", "aggregate_id", "id", postgresql_where=text("aggregate_id IS NOT NULL")),
 )
