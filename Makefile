@@ -5,13 +5,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements/dev.lock pyproject.toml | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser run test test-unit test-integration test-e2e demo bench lint schemas lock clean
+.PHONY: help install browser run test test-unit test-integration test-e2e demo bench bench-report lint schemas lock clean
 
 help:
 	@echo "make run     install if needed, migrate, start worker + HTTP API on embedded servers"
 	@echo "make test    install if needed, run every test on real servers (embedded unless TEST_* are set)"
 	@echo "make demo    publish the AAPL example to a running 'make run' and print the events"
 	@echo "make bench   throughput and latency benchmark on embedded servers"
+	@echo "make bench-report  the last bench's figures as an HTML page (runs the bench if there are none)"
 	@echo "make install | lint | schemas | lock | clean"
 
 $(STAMP): requirements/dev.lock pyproject.toml
@@ -55,6 +56,12 @@ demo: $(STAMP)
 
 bench: install
 	$(BIN)/python -m campaign_manager.bench
+
+test-artifacts/bench/results.json:
+	$(MAKE) bench
+
+bench-report: install test-artifacts/bench/results.json
+	$(BIN)/python -m campaign_manager.bench_report
 
 lint: install
 	$(BIN)/ruff check src tests

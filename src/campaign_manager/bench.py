@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from campaign_manager.embedded import free_port, start_embedded_kafka, start_embedded_postgres
 from campaign_manager.examples import encode, trade_signal, trading_range
+from campaign_manager.persistence.migrate import upgrade_to_head
 
 SIGNALS_TOPIC, EVENTS_TOPIC = "trade-signals", "campaign-events"
 READY_TIMEOUT_S = 60.0
@@ -112,6 +113,7 @@ class Measurement:
     sent_at: dict[str, float] = field(default_factory=dict)  # signal id -> monotonic send time
     first_event_at: dict[str, float] = field(default_factory=dict)  # signal id -> arrival of its first event
     event_types: Counter[str] = field(default_factory=Counter)
+    worker_peak_rss_mb: float = 0.0  # the largest resident set of any worker process, over the whole run
 
     @property
     def seconds(self) -> float:
@@ -241,11 +243,89 @@ def _is_ready(port: int) -> bool:
         return False
 
 
+# Campaigns a desk accumulates: mostly over (completed, invalidated), one in ten still open, each with its range,
+# its position, its signal and one published event, spread over 5,000 symbols and 20,000 portfolios of their own.
+_STORED_CAMPAIGNS_SQL = [
+    """CREATE TEMP TABLE seed AS SELECT g, gen_random_uuid() AS range_id, gen_random_uuid() AS campaign_id,
+        gen_random_uuid() AS signal_id, gen_random_uuid() AS position_id,
+        'ST' || lpad((g % 5000)::text, 4, '0') AS symbol, 'stored-' || (g % 20000) AS portfolio_id,
+        CASE WHEN g % 10 = 0 THEN 'ACTIVE' WHEN g % 10 < 4 THEN 'INVALIDATED' ELSE 'COMPLETED' END AS status,
+        timestamptz '2020-01-01 14:30Z' + (g % 1500) * interval '1 day' AS started
+        FROM generate_series(1, $1::int) g""",
+    """INSERT INTO trading_ranges (id, symbol, timeframe, start_time, creek, ice, jump, phase)
+        SELECT range_id, symbol, '1d', started, 100, 102, 110, 'C' FROM seed""",
+    """INSERT INTO processed_signals (signal_id, outcome, campaign_id, source_topic, source_partition, source_offset)
+        SELECT signal_id, 'CREATED', campaign_id, 'trade-signals', g % 12, g FROM seed""",
+    """INSERT INTO campaigns (id, campaign_id, campaign_id_base, portfolio_id, symbol, timeframe, trading_range_id,
+        status, phase, total_risk, total_allocation, current_risk, weighted_avg_entry, total_shares, total_pnl,
+        start_date, completed_at, portfolio_value, realized_pnl)
+        SELECT campaign_id, symbol || '-' || g, symbol || '-' || g, portfolio_id, symbol, '1d', range_id, status, 'C',
+        200, 0.2, CASE WHEN status = 'ACTIVE' THEN 200 ELSE 0 END, 100.5,
+        CASE WHEN status = 'ACTIVE' THEN 100 ELSE 0 END, CASE WHEN status = 'COMPLETED' THEN 450 ELSE -200 END,
+        started, CASE WHEN status <> 'ACTIVE' THEN started + interval '9 days' END, 100000,
+        CASE WHEN status = 'COMPLETED' THEN 450 WHEN status = 'INVALIDATED' THEN -200 ELSE 0 END FROM seed""",
+    """INSERT INTO campaign_positions (position_id, campaign_id, signal_id, pattern_type, entry_date, entry_price,
+        shares, stop_loss, target_price, current_price, current_pnl, status, allocation_percent, risk_amount,
+        entry_shares, realized_pnl, exit_price, closed_at)
+        SELECT position_id, campaign_id, signal_id, 'SPRING', started, 100.5, CASE WHEN status = 'ACTIVE' THEN 100
+        ELSE 0 END, 98.5, 110, 100.5, 0, CASE WHEN status = 'ACTIVE' THEN 'OPEN' ELSE 'CLOSED' END, 0.2, 200, 100,
+        CASE WHEN status = 'COMPLETED' THEN 450 WHEN status = 'INVALIDATED' THEN -200 ELSE 0 END,
+        CASE WHEN status = 'COMPLETED' THEN 105 WHEN status = 'INVALIDATED' THEN 98.5 END,
+        CASE WHEN status <> 'ACTIVE' THEN started + interval '9 days' END FROM seed""",
+    """INSERT INTO outbox (event_id, topic, message_key, payload, aggregate_id, event_type, occurred_at,
+        published_at)
+        SELECT gen_random_uuid(), 'campaign-events', convert_to(campaign_id::text, 'UTF8'),
+        convert_to(repeat('x', 1500), 'UTF8'), campaign_id, 'CampaignCreated', started, started FROM seed""",
+    "INSERT INTO portfolios (portfolio_id) SELECT DISTINCT portfolio_id FROM seed",
+    "DROP TABLE seed",
+]
+
+
+async def store_campaigns(database_url: str, count: int) -> None:
+    """`count` campaigns already stored, as after months of trading, before the worker starts (it migrates first
+    here, so the tables exist)."""
+    await upgrade_to_head(database_url)
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            driver = (await connection.get_raw_connection()).driver_connection
+            async with driver.transaction():
+                await driver.execute(_STORED_CAMPAIGNS_SQL[0], count)
+                for statement in _STORED_CAMPAIGNS_SQL[1:]:
+                    await driver.execute(statement)
+            await driver.execute("VACUUM ANALYZE")
+            await driver.execute("CHECKPOINT")  # the load's dirty pages written now, not during the measurement
+    finally:
+        await engine.dispose()
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's high-water mark of resident memory (Linux: VmHWM), in MiB; 0 where /proc cannot tell."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def run_scenario(
-    name: str, signals: list, rate: int | None, server_url: str, work_dir: Path, workers: int, **settings: str
+    name: str,
+    signals: list,
+    rate: int | None,
+    server_url: str,
+    work_dir: Path,
+    workers: int,
+    stored_campaigns: int = 0,
+    **settings: str,
 ) -> Measurement:
     print(f"[{name}] fresh broker, database and {workers} worker(s); {len(signals):,} signals ...", flush=True)
     database_url = asyncio.run(create_database(server_url, f"bench_{name}"))
+    if stored_campaigns:
+        started = time.monotonic()
+        asyncio.run(store_campaigns(database_url, stored_campaigns))
+        print(f"[{name}] {stored_campaigns:,} campaigns stored in {time.monotonic() - started:.0f}s", flush=True)
     broker = start_embedded_kafka(free_port())
     try:
         with contextlib.ExitStack() as running:
@@ -254,7 +334,9 @@ def run_scenario(
                 for _ in range(workers)
             ]
             print(f"[{name}] worker pid(s) {', '.join(map(str, pids))} ready", flush=True)
-            return asyncio.run(measure(name, broker.bootstrap_servers, signals, rate))
+            result = asyncio.run(measure(name, broker.bootstrap_servers, signals, rate))
+            result.worker_peak_rss_mb = max(peak_rss_mb(pid) for pid in pids)
+            return result
     finally:
         broker.stop()
 
@@ -262,13 +344,14 @@ def run_scenario(
 def report(results: list[Measurement], workers: int) -> None:
     print(
         f"\n{'scenario':<12}{'signals':>9}{'sending s':>11}{'total s':>9}{'signals/s':>11}{'p50 ms':>9}{'p99 ms':>9}"
-        f"{'max ms':>9}  events seen (until every signal had one)"
+        f"{'max ms':>9}{'RSS MB':>8}  events seen (until every signal had one)"
     )
     for r in results:
         types = ", ".join(f"{t} {n}" for t, n in sorted(r.event_types.items()))
         print(
             f"{r.name:<12}{r.signals:>9,}{r.sending_seconds:>11.1f}{r.seconds:>9.1f}{r.signals_per_s:>11,.0f}"
-            f"{r.latency_ms(50):>9.1f}{r.latency_ms(99):>9.1f}{r.latency_ms(100):>9.1f}  {types}"
+            f"{r.latency_ms(50):>9.1f}{r.latency_ms(99):>9.1f}{r.latency_ms(100):>9.1f}"
+            f"{r.worker_peak_rss_mb:>8.0f}  {types}"
         )
     print(
         f"\nworker LOG_LEVEL={WORKER_LOG_LEVEL}: per-signal INFO logs would dominate; fsync on;"
@@ -548,12 +631,30 @@ def report_prices(name: str, r: PriceMeasurement) -> None:
         print(f"{name}: WARNING {len(early)} campaigns invalidated before their planned tick was sent")
 
 
+# Latency percentiles saved for the report: a curve, and the tail that matters.
+PERCENTILES = (*range(0, 100, 5), 99, 99.9, 100)
+RESULTS_PATH = Path("test-artifacts/bench/results.json")
+
+
+def save_results(path: Path, summary: dict, details: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    measured = {"measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "cpus": os.cpu_count()}
+    path.write_text(json.dumps(measured | {"summary": summary, "scenarios": details}, indent=2))
+    print(f"figures saved to {path} (`make bench-report` draws them)", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m campaign_manager.bench", description=__doc__)
     parser.add_argument("--signals", type=int, default=50_000, help="signals of the throughput scenario")
     parser.add_argument("--latency-rate", type=int, default=1_000, help="signals per second offered")
     parser.add_argument("--latency-seconds", type=int, default=10)
     parser.add_argument("--naive", action="store_true", help="also: throughput with BATCH_MAX_RECORDS=1")
+    parser.add_argument(
+        "--stored-campaigns",
+        type=int,
+        default=1_000_000,
+        help="campaigns already in the database of a second throughput run (0: no such run)",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workers", type=int, default=1, help="worker processes in the consumer group")
     parser.add_argument("--price-rate", type=int, default=100_000, help="ticks per second offered")
@@ -562,6 +663,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--price-seconds", type=float, default=10.0)
     parser.add_argument("--price-campaigns", type=int, default=5, help="campaigns per symbol whose stop breaks")
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS_PATH, help="where to save the figures `make bench-report` draws"
+    )
     only = parser.add_mutually_exclusive_group()
     only.add_argument("--prices-only", action="store_true", help="only the price scenarios")
     only.add_argument("--signals-only", action="store_true", help="only the signal scenarios")
@@ -569,10 +673,13 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up as Ctrl-C does
 
-    scenarios = [  # name, signals, signals a second offered (None: as fast as possible), worker settings
+    # name, signals, signals a second offered (None: as fast as possible), worker settings
+    scenarios: list[tuple[str, list, int | None, dict]] = [
         ("throughput", signal_mix(args.signals, rng), None, {}),
         ("latency", signal_mix(args.latency_rate * args.latency_seconds, rng), args.latency_rate, {}),
     ]
+    if args.stored_campaigns:  # the same run, after months of trading
+        scenarios.append(("stored", signal_mix(args.signals, rng), None, {"stored_campaigns": args.stored_campaigns}))
     if args.naive:  # one transaction per signal
         scenarios.append(("naive", signal_mix(args.signals, rng), None, {"BATCH_MAX_RECORDS": "1"}))
     if args.prices_only:
@@ -606,9 +713,20 @@ def main(argv: list[str] | None = None) -> int:
             "paced_stop_event_p99_ms": round(paced.stop_latency_ms(99), 1),
         }
     )
+    details = [
+        {"name": r.name, "kind": "signals", "per_s": round(r.signals_per_s, 1), "count": r.signals,
+         "latency_ms": {str(q): round(r.latency_ms(q), 2) for q in PERCENTILES}}
+        for r in results
+    ] + [
+        {"name": name, "kind": "prices", "per_s": round(run.ticks_per_s, 1), "count": run.ticks,
+         "offered_per_s": round(run.offered_per_s, 1),
+         "latency_ms": {str(q): round(run.stop_latency_ms(q), 2) for q in PERCENTILES}}
+        for name, run in price_runs.items()
+    ]  # fmt: skip
     if args.prices_only:
         for name, run in price_runs.items():
             report_prices(name, run)
+        save_results(args.results, prices_summary, details)
         print(json.dumps(prices_summary))
         return 0
     throughput, latency = results[0], results[1]
@@ -627,10 +745,17 @@ def main(argv: list[str] | None = None) -> int:
         "latency_offered_per_s": args.latency_rate,
         "latency_signals": latency.signals,
         "rejected": throughput.event_types["SignalRejected"],
+        "worker_peak_rss_mb": round(max(r.worker_peak_rss_mb for r in results), 1),
     }
+    if args.stored_campaigns:
+        stored = next(r for r in results if r.name == "stored")
+        summary["stored_campaigns"] = args.stored_campaigns
+        summary["stored_signals_per_s"] = round(stored.signals_per_s, 1)
+        summary["stored_ratio"] = round(stored.signals_per_s / throughput.signals_per_s, 2)
     if args.naive:
-        summary["naive_signals_per_s"] = round(results[2].signals_per_s, 1)
+        summary["naive_signals_per_s"] = round(next(r for r in results if r.name == "naive").signals_per_s, 1)
     summary |= prices_summary
+    save_results(args.results, summary, details)
     print(json.dumps(summary))
     return 0
 
