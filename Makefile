@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements/dev.lock pyproject.toml | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser run test test-unit test-integration test-e2e demo bench bench-report lint schemas lock clean
+.PHONY: help install browser run test test-unit test-integration test-e2e chaos demo bench bench-report lint schemas lock clean
 
 help:
 	@echo "make run     install if needed, migrate, start worker + HTTP API on embedded servers"
@@ -13,6 +13,7 @@ help:
 	@echo "make demo    publish the AAPL example to a running 'make run' and print the events"
 	@echo "make bench   throughput and latency benchmark on embedded servers"
 	@echo "make bench-report  the last bench's figures as an HTML page (runs the bench if there are none)"
+	@echo "make chaos   fault injection at full size: kills, outages, rebalances, poison (~8 min; results table)"
 	@echo "make install | lint | schemas | lock | clean"
 
 $(STAMP): requirements/dev.lock pyproject.toml
@@ -50,6 +51,11 @@ test-integration: install
 
 test-e2e: install
 	$(BIN)/python -m pytest -q tests/e2e
+
+# The full fault-injection scenarios (`make test` runs each at a smoke size); prints a table of results and writes
+# it to test-artifacts/chaos-results.md.
+chaos: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m chaos tests/chaos
 
 demo: $(STAMP)
 	$(BIN)/campaign-manager demo

@@ -22,7 +22,13 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from campaign_manager.embedded import free_port, start_embedded_kafka, start_embedded_postgres
+from campaign_manager.embedded import (
+    EmbeddedKafka,
+    EmbeddedPostgres,
+    free_port,
+    start_embedded_kafka,
+    start_embedded_postgres,
+)
 
 POSTGRES_IMAGE = "postgres:16-alpine"
 KAFKA_IMAGE = "confluentinc/cp-kafka:7.6.0"
@@ -44,15 +50,8 @@ def database_server() -> Iterator[str]:
             yield container.get_connection_url()
     else:
         _announce("database", "embedded PostgreSQL", "no TEST_DATABASE_URL and no Docker engine")
-        temp_dir = Path(tempfile.mkdtemp(prefix="cm-test-postgres-"))
-        try:
-            server = start_embedded_postgres(temp_dir / "data")
-            try:
-                yield server.url
-            finally:
-                server.stop()
-        finally:
-            shutil.rmtree(temp_dir, ignore_errors=True)
+        with embedded_postgres() as server:
+            yield server.url
 
 
 @contextmanager
@@ -69,11 +68,33 @@ def kafka_server() -> Iterator[str]:
             yield container.get_bootstrap_server()
     else:
         _announce("kafka", "embedded Tansu broker", "no TEST_KAFKA_BOOTSTRAP_SERVERS and no Docker engine")
-        broker = start_embedded_kafka(free_port())
-        try:
+        with embedded_kafka() as broker:
             yield broker.bootstrap_servers
+
+
+@contextmanager
+def embedded_postgres() -> Iterator[EmbeddedPostgres]:
+    """An embedded PostgreSQL of its own in a temporary data directory, removed afterwards. Tests that stop or pause
+    the server use this one, whatever TEST_DATABASE_URL says: they need its process and its data directory."""
+    temp_dir = Path(tempfile.mkdtemp(prefix="cm-test-postgres-"))
+    try:
+        server = start_embedded_postgres(temp_dir / "data")
+        try:
+            yield server
         finally:
-            broker.stop()
+            server.stop()
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@contextmanager
+def embedded_kafka() -> Iterator[EmbeddedKafka]:
+    """An embedded broker process of its own on a free port, stopped afterwards (see `embedded_postgres`)."""
+    broker = start_embedded_kafka(free_port())
+    try:
+        yield broker
+    finally:
+        broker.stop()
 
 
 @contextmanager

@@ -14,12 +14,13 @@ from campaign_manager.persistence.store import Database
 from tests.e2e.conftest import Deployment, read_topic
 
 
-def signal_mix(count: int) -> list[dict]:
-    """Spring, SOS, LPS per range over 20 portfolios: small positions, so every one is accepted."""
+def signal_mix(count: int, portfolios: int = 20) -> list[dict]:
+    """Spring, SOS, LPS per range over `portfolios` portfolios: small positions, so every one is accepted (as long
+    as each portfolio gets at most ~600 signals: 10% heat is 200 ranges of 50.00 risk each)."""
     signals: list[dict] = []
     while len(signals) < count:
         range_ = trading_range(symbol=f"K{len(signals) % 97}")
-        portfolio = f"crash-{len(signals) % 20}"
+        portfolio = f"crash-{len(signals) % portfolios}"
         for pattern, phase, entry, stop in (("SPRING", "C", "148.50", "146.50"), ("SOS", "D", "150.25", "148.75"),
                                             ("LPS", "D", "151.00", "149.50")):  # fmt: skip
             signals.append(

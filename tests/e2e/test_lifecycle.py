@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 
 from campaign_manager.examples import aapl_campaign_signals, position_event
 from tests.e2e.conftest import Deployment, events_of, get_json, publish, publish_signals, read_topic, run_command
+from tests.malformed import malformed_position_events
 
 pytestmark = pytest.mark.e2e
 
@@ -95,73 +96,12 @@ async def test_fills_and_exits_complete_a_campaign_that_rebuild_then_finds_consi
     assert worker.stop() == 0
 
 
-def _malformed(campaign_id: str, position_id: str) -> list[tuple[str, bytes | None, str, str]]:
-    """(what is wrong, the value, its x-dlq-error-type, a part of its x-dlq-reason)."""
-
-    def event(**changes: Any) -> bytes:
-        value = {**position_event(campaign_id, position_id, "FILLED", price="148.50", shares="1000"), **changes}
-        return json.dumps({k: v for k, v in value.items() if v is not None}).encode()
-
-    return [
-        ("not JSON", b"{not json", "DecodeError", "not valid JSON"),
-        ("not UTF-8", b"\xff\xfe\x00garbage", "DecodeError", "not UTF-8"),
-        ("empty value", b"", "EmptyMessage", "empty"),
-        ("tombstone", None, "EmptyMessage", "tombstone"),
-        ("JSON array", b'[{"event_type": "FILLED"}]', "ValidationError", "must be a JSON object, not list"),
-        ("NaN literal", b'{"price": NaN}', "DecodeError", "NaN is not a number JSON allows"),
-        ("missing event id", event(event_id=None), "ValidationError", "event_id: Field required"),
-        ("missing campaign id", event(campaign_id=None), "ValidationError", "campaign_id: Field required"),
-        (
-            "bad position id",
-            event(position_id="not-a-uuid"),
-            "ValidationError",
-            "position_id: Input should be a valid UUID",
-        ),
-        ("unknown event type", event(event_type="OPENED"), "ValidationError", "event_type: Input should be"),
-        ("negative price", event(price="-148.50"), "ValidationError", "price: Input should be greater than 0"),
-        ("zero shares", event(shares="0"), "ValidationError", "shares: Input should be greater than 0"),
-        (
-            "naive datetime",
-            event(occurred_at="2024-10-15T10:30:00"),
-            "ValidationError",
-            "occurred_at: Input should have timezone info",
-        ),
-        ("FILLED without shares", event(shares=None), "ValidationError", "shares is required for FILLED"),
-        (
-            "PARTIALLY_CLOSED without shares",
-            event(event_type="PARTIALLY_CLOSED", shares=None),
-            "ValidationError",
-            "shares is required for PARTIALLY_CLOSED",
-        ),
-        (
-            "price of the wrong type",
-            event(price={"amount": "148.50"}),
-            "ValidationError",
-            "price: Decimal input should be",
-        ),
-        ("shares of the wrong type", event(shares=[1000]), "ValidationError", "shares: Decimal input should be"),
-        (
-            "huge number",
-            event(price="1e30"),
-            "ValidationError",
-            "price: Decimal input should have no more than 18 digits",
-        ),
-        ("NaN string", event(price="NaN"), "ValidationError", "price: Input should be a finite number"),
-        (
-            "too many decimals",
-            event(price="148.123456789"),
-            "ValidationError",
-            "price: Decimal input should have no more than 8 decimal places",
-        ),
-    ]
-
-
 async def test_twenty_kinds_of_malformed_position_events_are_dead_lettered_and_the_next_event_is_applied(
     deployment: Deployment, start_worker, producer: AIOKafkaProducer
 ) -> None:
     start_worker()
     campaign_id, positions = await open_campaign(deployment, producer)
-    malformed = _malformed(campaign_id, positions["SPRING"])
+    malformed = malformed_position_events(campaign_id, positions["SPRING"])
     assert len(malformed) == 20
     fill = position_event(
         campaign_id, positions["SPRING"], "FILLED", price="148.50", shares="1000", occurred_at=datetime.now(UTC)
@@ -169,7 +109,7 @@ async def test_twenty_kinds_of_malformed_position_events_are_dead_lettered_and_t
 
     # All on the campaign's partition, the valid fill last: a poison message must not block what follows.
     key = campaign_id.encode()
-    await publish(producer, deployment.position_events_topic, [(key, value) for _, value, _, _ in malformed])
+    await publish(producer, deployment.position_events_topic, [(key, bad.value) for bad in malformed])
     await publish(producer, deployment.position_events_topic, [position_record(fill)])
 
     # Every malformed record lands in `position-events.dlq`, byte for byte, saying what was wrong with it.
@@ -177,14 +117,14 @@ async def test_twenty_kinds_of_malformed_position_events_are_dead_lettered_and_t
     dead = await read_topic(deployment.bootstrap_servers, dlq_topic, until=lambda r: len(r) >= 20)
     assert len(dead) == 20
     by_offset = sorted(dead, key=lambda r: int(dict(r.headers)["x-original-offset"]))
-    for record, (name, value, error_type, reason) in zip(by_offset, malformed, strict=True):
+    for record, bad in zip(by_offset, malformed, strict=True):
         headers = {k: v.decode() for k, v in record.headers}
-        assert headers["x-original-topic"] == deployment.position_events_topic, name
-        assert (headers["x-dlq-error-type"], reason in headers["x-dlq-reason"]) == (error_type, True), (
-            name,
+        assert headers["x-original-topic"] == deployment.position_events_topic, bad.kind
+        assert (headers["x-dlq-error-type"], bad.reason in headers["x-dlq-reason"]) == (bad.error_type, True), (
+            bad.kind,
             headers["x-dlq-reason"],
         )
-        assert (record.key, record.value) == (key, value or b""), name
+        assert (record.key, record.value) == (key, bad.value or b""), bad.kind
 
     # ...and the valid fill behind them is applied.
     records = await read_topic(

@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaProducer
 
 from campaign_manager.examples import aapl_campaign_signals, trade_signal, trading_range
 from tests.e2e.conftest import Deployment, events_of, get_json, publish_signals, read_topic
+from tests.malformed import malformed_signals
 
 pytestmark = pytest.mark.e2e
 
@@ -64,76 +65,27 @@ async def test_spring_sos_lps_become_campaign_events_and_one_campaign_in_the_api
     assert worker.stop() == 0
 
 
-MALFORMED: list[tuple[str, bytes | None, list[tuple[str, bytes]]]] = [
-    ("not JSON", b"{not json", []),
-    ("not UTF-8", b"\xff\xfe\x00garbage", []),
-    ("empty value", b"", []),
-    ("tombstone", None, []),
-    ("JSON array", b"[1, 2, 3]", []),
-    ("JSON string", b'"a signal"', []),
-    ("JSON number", b"42", []),
-    ("NaN literal", b'{"entry_price": NaN}', []),
-    ("empty object", b"{}", []),
-    ("non-UTF-8 header", b"{}", [("trace", b"\xff\xfe")]),
-]
-
-
-def _bad_signals() -> list[tuple[str, dict]]:
-    range_ = trading_range()
-
-    def signal(**changes) -> dict:
-        return {**trade_signal(range_), **changes}
-
-    without_id = signal()
-    del without_id["id"]
-    naive = signal(generated_at="2024-10-15T10:30:00")
-    return [
-        ("missing id", without_id),
-        ("bad uuid", signal(id="not-a-uuid")),
-        ("unknown pattern", signal(pattern_type="UTAD")),
-        ("bad phase", signal(phase="Z")),
-        ("negative entry", signal(entry_price="-1")),
-        ("zero size", signal(position_size="0")),
-        ("stop above entry", signal(stop_loss="149.00", risk_amount="500.00")),
-        ("target below entry", signal(target_price="140.00")),
-        ("inconsistent risk", signal(risk_amount="900.00")),
-        ("naive datetime", naive),
-    ]
-
-
 async def test_twenty_kinds_of_malformed_messages_are_dead_lettered_with_a_reason_and_the_partition_moves_on(
     deployment: Deployment, start_worker, producer: AIOKafkaProducer
 ) -> None:
     start_worker()
     key = str(uuid4()).encode()  # all on one partition: a poison message must not block what follows
-    sent = []
-    for name, value, headers in MALFORMED:
-        await producer.send(deployment.signals_topic, value, key=key, headers=headers)
-        sent.append(name)
-    for name, bad in _bad_signals():
-        await producer.send(deployment.signals_topic, json.dumps(bad).encode(), key=key)
-        sent.append(name)
+    malformed = malformed_signals()
+    for bad in malformed:
+        await producer.send(deployment.signals_topic, bad.value, key=key, headers=list(bad.headers))
     good = trade_signal(trading_range(), portfolio_id=f"pf-{uuid4().hex[:8]}")
     await producer.send_and_wait(deployment.signals_topic, json.dumps(good).encode(), key=key)
-    assert len(sent) == 20
+    assert len(malformed) == 20
 
     # Every malformed message lands in the DLQ, byte for byte, with a specific reason.
     dead = await read_topic(deployment.bootstrap_servers, deployment.dlq_topic, until=lambda r: len(r) >= 20)
     assert len(dead) == 20
-    reasons = {}
-    for record, name in zip(sorted(dead, key=lambda r: int(dict(r.headers)["x-original-offset"])), sent, strict=True):
+    ordered = sorted(dead, key=lambda r: int(dict(r.headers)["x-original-offset"]))
+    for record, bad in zip(ordered, malformed, strict=True):
         headers = {k: v.decode() for k, v in record.headers}
-        assert headers["x-original-topic"] == deployment.signals_topic
-        assert headers["x-dlq-error-type"] in {"DecodeError", "ValidationError", "EmptyMessage"}
-        reasons[name] = headers["x-dlq-reason"]
-    assert "not valid JSON" in reasons["not JSON"]
-    assert "UTF-8" in reasons["not UTF-8"]
-    assert "tombstone" in reasons["tombstone"]
-    assert "entry_price" in reasons["negative entry"]
-    assert "stop_loss must be below entry_price" in reasons["stop above entry"]
-    assert "risk_amount" in reasons["inconsistent risk"]
-    assert "generated_at" in reasons["naive datetime"]
-    assert "id" in reasons["missing id"]
+        assert headers["x-original-topic"] == deployment.signals_topic, bad.kind
+        assert headers["x-dlq-error-type"] == bad.error_type, (bad.kind, headers["x-dlq-error-type"])
+        assert bad.reason in headers["x-dlq-reason"], (bad.kind, headers["x-dlq-reason"])
 
     # ...and the valid signal behind them is applied.
     events = await read_topic(
