@@ -24,6 +24,8 @@ log = structlog.get_logger(__name__)
 
 MAX_CONFLICT_RETRIES = 20  # races resolve on the next read; 20 is far beyond what two workers produce
 MAX_FAILED_ATTEMPTS = 3  # a deterministic failure fails the same way every time; 3 rules out flukes
+# A connection attempt is cheap: retrying every 2 s at most means a returning database is back at work within ~2 s.
+UNAVAILABLE_RETRY_CAP_S = 2.0
 
 
 @dataclass
@@ -76,7 +78,7 @@ class BatchProcessor:
                 if is_unavailable(error):
                     unavailable += 1
                     log.warning("database_unavailable_retrying", attempt=unavailable, error=str(error)[:300])
-                    await asyncio.sleep(backoff_seconds(unavailable))
+                    await asyncio.sleep(backoff_seconds(unavailable, cap=UNAVAILABLE_RETRY_CAP_S))
                     continue
                 if is_conflict(error) and conflicts < MAX_CONFLICT_RETRIES:
                     conflicts += 1
