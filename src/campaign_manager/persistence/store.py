@@ -116,6 +116,30 @@ class ProcessedSignal:
     source_offset: int
 
 
+@dataclass(frozen=True)
+class SignalBatchKeys:
+    """What a batch of trade signals reads and locks, each key once (`CampaignStore.signal_batch_state`)."""
+
+    partitions: Collection[int]
+    signal_ids: Collection[UUID]
+    portfolio_ids: Collection[str]
+    campaign_keys: Collection[CampaignKey]
+    human_id_bases: Collection[str]  # `{symbol}-{date}` of the campaigns the batch may open
+    range_ids: Collection[UUID]
+
+
+@dataclass(frozen=True)
+class SignalBatchState:
+    """What the database holds for a batch of trade signals, locked where it says so, until the batch commits."""
+
+    stored_offsets: dict[int, int]  # partition -> next unapplied offset (locked)
+    processed_signal_ids: set[UUID]
+    open_risk: dict[str, Decimal]  # portfolio -> current risk of its open campaigns (portfolio locked)
+    open_campaigns: dict[CampaignKey, Campaign]  # (locked)
+    taken_campaign_ids: set[str]
+    invalidated_ranges: dict[UUID, str]  # range -> why it was invalidated
+
+
 _CAMPAIGN_COLUMNS = [c.name for c in campaigns.columns if c.name not in ("campaign_id_base", "marked_to_market_at")]
 _POSITION_COLUMNS = [c.name for c in campaign_positions.columns if c.name != "campaign_id"]
 
@@ -218,10 +242,11 @@ def _batch_write_sql() -> str:
         ), range_locks AS (
             -- A new campaign's range, key-share locked: a range invalidation holds its range FOR UPDATE from before
             -- it looks for open campaigns until it commits, so this waits for it and then sees the new status.
-            SELECT t.id, t.status FROM trading_ranges t
-            JOIN (SELECT DISTINCT r.trading_range_id FROM {rows("campaigns", "new_campaigns")}) AS n
-                ON t.id = n.trading_range_id
-            FOR KEY SHARE OF t
+            -- One index probe per range (LATERAL with a lock is never turned into a join that could scan them all).
+            SELECT t.id, t.status
+            FROM (SELECT DISTINCT r.trading_range_id FROM {rows("campaigns", "new_campaigns")}) AS n
+            CROSS JOIN LATERAL (SELECT t.id, t.status FROM trading_ranges t WHERE t.id = n.trading_range_id
+                FOR KEY SHARE) AS t
         ), new_campaigns AS (
             -- campaign_id_base: the human id without its -2, -3 suffix, so the next suffix is one lookup away.
             INSERT INTO campaigns ({_columns(_CAMPAIGN_COLUMNS, "")}, campaign_id_base)
@@ -338,56 +363,39 @@ class CampaignStore:
 
     # --- signals -----------------------------------------------------------------------------------------------
 
-    async def processed_signal_ids(self, signal_ids: Collection[UUID]) -> set[UUID]:
-        if not signal_ids:
-            return set()
-        rows = await self.db.fetch(
-            "SELECT p.signal_id FROM processed_signals p JOIN unnest($1::uuid[]) AS k(signal_id) USING (signal_id)",
-            list(signal_ids),
+    async def signal_batch_state(self, consumer_group: str, topic: str, keys: SignalBatchKeys) -> SignalBatchState:
+        """Every read and lock a batch of trade signals needs, in one round trip (`signal_batch_state` in the
+        database runs them in order): stored offsets locked, signal ids already processed, portfolios locked with
+        their open risk, open campaigns locked with their positions, human ids taken, ranges invalidated."""
+        campaign_keys = sorted(keys.campaign_keys)
+        row = await self.db.fetchrow(
+            "SELECT * FROM signal_batch_state($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            consumer_group,
+            topic,
+            sorted(keys.partitions),
+            list(keys.signal_ids),
+            sorted(keys.portfolio_ids),
+            [portfolio_id for portfolio_id, _ in campaign_keys],
+            [range_id for _, range_id in campaign_keys],
+            list(keys.human_id_bases),
+            list(keys.range_ids),
         )
-        return {row["signal_id"] for row in rows}
-
-    # --- portfolios --------------------------------------------------------------------------------------------
-
-    async def lock_portfolio_open_risk(self, portfolio_ids: Collection[str]) -> dict[str, Decimal]:
-        """Lock these portfolios' rows (created when new), then sum the current risk of their open campaigns.
-
-        Two statements on purpose: under READ COMMITTED each statement sees what was committed when it started, so
-        the sum must start after the lock is held, or it could miss the campaigns of the writer it waited for."""
-        if not portfolio_ids:
-            return {}
-        ordered = sorted(portfolio_ids)  # one lock order for every writer: no deadlocks
-        await self.db.execute(
-            "WITH created AS ("
-            " INSERT INTO portfolios (portfolio_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING RETURNING 1)"
-            " SELECT p.portfolio_id FROM portfolios p JOIN unnest($1::text[]) AS k(portfolio_id) USING (portfolio_id)"
-            " ORDER BY p.portfolio_id FOR UPDATE OF p",
-            ordered,
+        positions: dict[UUID, list[CampaignPosition]] = {}
+        for position in row["open_positions"] or ():
+            positions.setdefault(position["campaign_id"], []).append(position_from_row(position))
+        campaigns_found = [campaign_from_row(c, positions.get(c["id"], [])) for c in row["open_campaigns"] or ()]
+        return SignalBatchState(
+            stored_offsets=dict(zip(row["stored_partitions"] or (), row["stored_offsets"] or (), strict=True)),
+            processed_signal_ids=set(row["processed_signal_ids"] or ()),
+            open_risk=dict(zip(row["risk_portfolio_ids"] or (), row["open_risks"] or (), strict=True)),
+            open_campaigns={(c.portfolio_id, c.trading_range_id): c for c in campaigns_found},
+            taken_campaign_ids=set(row["taken_campaign_ids"] or ()),
+            invalidated_ranges=dict(
+                zip(row["invalidated_range_ids"] or (), row["invalidation_reasons"] or (), strict=True)
+            ),
         )
-        rows = await self.db.fetch(
-            "SELECT k.portfolio_id, COALESCE(sum(c.current_risk), 0) AS open_risk"
-            " FROM unnest($1::text[]) AS k(portfolio_id)"
-            " LEFT JOIN campaigns c ON c.portfolio_id = k.portfolio_id AND c.status IN ('ACTIVE', 'MARKUP')"
-            " GROUP BY k.portfolio_id",
-            ordered,
-        )
-        return {row["portfolio_id"]: row["open_risk"] for row in rows}
 
     # --- campaigns ---------------------------------------------------------------------------------------------
-
-    async def lock_open_campaigns(self, keys: Collection[CampaignKey]) -> dict[CampaignKey, Campaign]:
-        """The open campaign of each (portfolio, range), with its positions, row-locked until commit."""
-        if not keys:
-            return {}
-        portfolios, ranges = zip(*keys, strict=True)
-        found = await self._lock_campaigns(
-            "JOIN unnest($1::text[], $2::uuid[]) AS k(portfolio_id, trading_range_id)"
-            " ON c.portfolio_id = k.portfolio_id AND c.trading_range_id = k.trading_range_id"
-            " WHERE c.status IN ('ACTIVE', 'MARKUP')",
-            list(portfolios),
-            list(ranges),
-        )
-        return {(c.portfolio_id, c.trading_range_id): c for c in found}
 
     async def lock_campaigns(self, campaign_ids: Collection[UUID]) -> dict[UUID, Campaign]:
         """These campaigns, whatever their status, with their positions, row-locked until commit."""
@@ -457,17 +465,6 @@ class CampaignStore:
             for row in rows
         }
 
-    async def invalidated_ranges(self, range_ids: Collection[UUID]) -> dict[UUID, str]:
-        """Which of these ranges are INVALIDATED, with the reason; the others are absent. Not locked."""
-        if not range_ids:
-            return {}
-        rows = await self.db.fetch(
-            "SELECT t.id, t.invalidation_reason FROM trading_ranges t JOIN unnest($1::uuid[]) AS k(id) USING (id)"
-            " WHERE t.status = 'INVALIDATED'",
-            list(range_ids),
-        )
-        return {row["id"]: row["invalidation_reason"] or "no reason given" for row in rows}
-
     async def _lock_campaigns(self, join_and_where: str, *parameters: Any) -> list[Campaign]:
         # In id order, so that writers locking overlapping sets never deadlock.
         rows = await self.db.fetch(
@@ -500,16 +497,6 @@ class CampaignStore:
         for row in rows:
             by_campaign.setdefault(row["campaign_id"], []).append(position_from_row(row))
         return by_campaign
-
-    async def taken_campaign_ids(self, bases: Collection[str]) -> set[str]:
-        """Human ids already used by campaigns whose id starts with one of these `{symbol}-{date}` bases."""
-        if not bases:
-            return set()
-        rows = await self.db.fetch(
-            "SELECT c.campaign_id FROM campaigns c JOIN unnest($1::text[]) AS k(base) ON c.campaign_id_base = k.base",
-            list(bases),
-        )
-        return {row["campaign_id"] for row in rows}
 
     # --- replaying history (`campaign-manager rebuild`) -----------------------------------------------------------
 

@@ -7,7 +7,7 @@ transaction: `claim_batch` first, then its own reads, domain calls and one `Camp
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
@@ -85,8 +85,13 @@ async def claim_batch(
 
     Stored offsets are the truth, Kafka's only a hint: after a rebalance or a redelivery, records below the stored
     offset were applied by this or another consumer and must change nothing."""
-    result = BatchResult()
     stored = await store.lock_offsets(consumer_group, topic, {r.record.partition for r in records})
+    return claim(records, stored, dlq_topic=dlq_topic)
+
+
+def claim(records: Sequence[ParsedRecord], stored: Mapping[int, int], *, dlq_topic: str) -> ClaimedBatch:
+    """`claim_batch` once the stored offsets (`stored`: partition -> next unapplied offset) are locked."""
+    result = BatchResult()
     fresh = [r for r in records if r.record.offset >= stored[r.record.partition]]
     for r in records:
         partition = r.record.partition

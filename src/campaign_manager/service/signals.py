@@ -28,13 +28,13 @@ from campaign_manager.domain.campaign import (
 )
 from campaign_manager.domain.errors import RuleViolation
 from campaign_manager.domain.events import AllocationNearLimit, CampaignCreated, PositionAdded
-from campaign_manager.persistence.store import BatchWrite, CampaignKey, CampaignStore, ProcessedSignal
+from campaign_manager.persistence.store import BatchWrite, CampaignStore, ProcessedSignal, SignalBatchKeys
 from campaign_manager.service.batches import (
     BatchResult,
     ParsedRecord,
     RecordOutcome,
     ValidRecord,
-    claim_batch,
+    claim,
     repeated,
 )
 from campaign_manager.service.outgoing import EventSerializer
@@ -59,32 +59,36 @@ async def apply_signal_batch(
     if not records:
         return BatchResult()
 
+    # 1-4 in one round trip. Keys are those of every valid record, including any already applied: locking a few
+    # rows more on a redelivery is cheaper than a second round trip to learn which.
+    messages = [r.message for r in records if isinstance(r, ValidRecord)]
+    state = await store.signal_batch_state(
+        policy.consumer_group,
+        topic,
+        SignalBatchKeys(
+            partitions={r.record.partition for r in records},
+            signal_ids={m.id for m in messages},
+            portfolio_ids={m.portfolio_id for m in messages},
+            campaign_keys={(m.portfolio_id, m.trading_range.id) for m in messages},
+            human_id_bases={human_campaign_id(m.symbol, m.trading_range.start_time, ()) for m in messages},
+            range_ids={m.trading_range.id for m in messages},
+        ),
+    )
     # 1. What this batch may still apply; dead letters for what is not a valid signal.
-    claimed = await claim_batch(store, topic, records, consumer_group=policy.consumer_group, dlq_topic=policy.dlq_topic)
+    claimed = claim(records, state.stored_offsets, dlq_topic=policy.dlq_topic)
     result, outbox = claimed.result, claimed.dead_letters
-
     # 2. Idempotency by signal id, across batches and within this one.
     valid: list[ValidRecord[TradeSignalMessage]] = claimed.valid()
-    signal_ids = [r.message.id for r in valid]
-    duplicates = repeated(signal_ids, await store.processed_signal_ids(set(signal_ids)))
-    to_apply = [r for index, r in enumerate(valid) if index not in duplicates]
-
+    duplicates = repeated([r.message.id for r in valid], state.processed_signal_ids)
     # 3. Open risk of every portfolio the batch adds to, its row locked: workers racing signals of one portfolio
     #    judge the 10% heat limit one after the other, while other portfolios never wait on them.
-    open_risk = await store.lock_portfolio_open_risk({r.message.portfolio_id for r in to_apply})
-
-    # 4. Current state of every campaign the batch touches, locked.
-    keys: set[CampaignKey] = {(r.message.portfolio_id, r.message.trading_range.id) for r in to_apply}
-    campaigns = await store.lock_open_campaigns(keys)
+    open_risk = state.open_risk
+    # 4. Current state of every campaign the batch touches, locked; human ids taken; ranges invalidated (read after
+    #    the campaign locks: an invalidation that held one of them has committed by now, and is seen).
+    campaigns = state.open_campaigns
     loaded_versions = {c.id: c.version for c in campaigns.values()}
-    bases = {
-        human_campaign_id(r.message.symbol, r.message.trading_range.start_time, ())
-        for r in to_apply
-        if (r.message.portfolio_id, r.message.trading_range.id) not in campaigns
-    }
-    taken_ids = await store.taken_campaign_ids(bases)
-    # Read after the campaign locks: an invalidation that held one of them has committed by now, and is seen.
-    invalidated_ranges = await store.invalidated_ranges({r.message.trading_range.id for r in to_apply})
+    taken_ids = state.taken_campaign_ids
+    invalidated_ranges = state.invalidated_ranges
 
     documents = DocumentCache()
     serializer = EventSerializer(policy.events_topic, documents)
