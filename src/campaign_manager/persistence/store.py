@@ -330,7 +330,9 @@ class CampaignStore:
     Statements go straight to asyncpg, with one array parameter per column: SQLAlchemy's per-row parameter
     processing cost more than the database work itself at thousands of rows a second. Lookups by many keys join
     `unnest($1::type[])` rather than `= ANY($1)`: under a prepared statement's generic plan, ANY over a parameter
-    array scans the whole table comparing every row to every key."""
+    array scans the whole table comparing every row to every key. Lookups in tables that grow with every message
+    are a LATERAL index probe per key, fenced with OFFSET 0: a plain join is planned from the statistics, and until
+    autovacuum first analyzes a young table the planner may hash all of it for every batch."""
 
     def __init__(self, driver: Any) -> None:
         self.db = driver  # asyncpg.Connection, inside the unit of work's transaction
@@ -478,8 +480,9 @@ class CampaignStore:
         if not message_ids:
             return set()
         rows = await self.db.fetch(
-            "SELECT m.message_id FROM processed_messages m JOIN unnest($2::uuid[]) AS k(message_id) USING (message_id)"
-            " WHERE m.topic = $1",
+            "SELECT m.message_id FROM unnest($2::uuid[]) AS k(message_id) CROSS JOIN LATERAL"
+            " (SELECT m.message_id FROM processed_messages m WHERE m.topic = $1 AND m.message_id = k.message_id"
+            " OFFSET 0) m",
             topic,
             list(message_ids),
         )
@@ -490,7 +493,8 @@ class CampaignStore:
         if not campaign_ids:
             return by_campaign
         rows = await self.db.fetch(
-            "SELECT p.* FROM campaign_positions p JOIN unnest($1::uuid[]) AS k(campaign_id) USING (campaign_id)"
+            "SELECT p.* FROM unnest($1::uuid[]) AS k(campaign_id) CROSS JOIN LATERAL"
+            " (SELECT * FROM campaign_positions p WHERE p.campaign_id = k.campaign_id OFFSET 0) p"
             " ORDER BY p.created_at, p.position_id",
             campaign_ids,
         )
