@@ -111,6 +111,7 @@ class ConsumedTopic:
     # How a record becomes a message; None: `parse_record` against `contract`.
     parse: Callable[[ConsumedRecord], ParsedRecord] | None = None
     max_records: int | None = None  # records per batch; None: BATCH_MAX_RECORDS
+    fetch_max_wait_ms: int | None = None  # None: KAFKA_FETCH_MAX_WAIT_MS
 
 
 def consumed_topics(settings: Settings) -> list[ConsumedTopic]:
@@ -143,6 +144,7 @@ def consumed_topics(settings: Settings) -> list[ConsumedTopic]:
             "position_event",
             title="on_position_events",
             description="Fills and exits of positions keyed by campaign UUID; each fills, sells or stops a position.",
+            fetch_max_wait_ms=settings.kafka_quiet_fetch_max_wait_ms,
         ),
         ConsumedTopic(
             settings.trading_ranges_topic,
@@ -159,6 +161,7 @@ def consumed_topics(settings: Settings) -> list[ConsumedTopic]:
             title="on_trading_ranges",
             description="Trading range events keyed by trading range id: new levels, or the range broke "
             "(its open campaigns are invalidated).",
+            fetch_max_wait_ms=settings.kafka_quiet_fetch_max_wait_ms,
         ),
         ConsumedTopic(
             settings.market_prices_topic,
@@ -203,6 +206,7 @@ def register_consumers(
             title=topic.title,
             description=topic.description,
             max_records=topic.max_records,
+            fetch_max_wait_ms=topic.fetch_max_wait_ms,
         )
     return subscribers
 

@@ -102,9 +102,11 @@ def register_batch_subscriber(
     title: str,
     description: str,
     max_records: int | None = None,
+    fetch_max_wait_ms: int | None = None,
 ) -> LogicSubscriber:
     """A batch subscriber of `topic` in the service's consumer group: each batch parsed record by record, then
-    applied exactly once by `processor`. `max_records`: records per batch (default BATCH_MAX_RECORDS)."""
+    applied exactly once by `processor`. `max_records`: records per batch (default BATCH_MAX_RECORDS);
+    `fetch_max_wait_ms`: how long the broker may hold an empty fetch (default KAFKA_FETCH_MAX_WAIT_MS)."""
     subscriber_ref: list[LogicSubscriber] = []
     subscriber = broker.subscriber(
         topic,
@@ -119,7 +121,7 @@ def register_batch_subscriber(
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         rebalance_timeout_ms=settings.kafka_rebalance_timeout_ms,
         max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
-        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms if fetch_max_wait_ms is None else fetch_max_wait_ms,
         listener=SeekToStoredOffsets(database, settings.consumer_group_of(topic), lambda: subscriber_ref[0]),
         parser=_raw_batch_parser,
         decoder=_raw_body,
