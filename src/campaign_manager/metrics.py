@@ -69,7 +69,7 @@ class Metrics:
         )
         self.batch_duration = Histogram(
             f"{PREFIX}_batch_duration_seconds",
-            "From a batch handed to the handler to its transaction committed and offsets mirrored to Kafka.",
+            "From a batch handed to the handler to its transaction committed; the offsets' mirror to Kafka follows.",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=self.registry,
         )

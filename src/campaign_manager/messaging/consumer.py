@@ -6,7 +6,8 @@ handler raised, and `ack()` commits the position of every assigned partition. In
 - on assignment the consumer seeks to those stored offsets, so a Kafka commit that ran ahead can never skip a
   record, and one that lags only causes re-reads that the stored offsets filter out;
 - after the transaction commits, the same offsets are committed to Kafka explicitly, per partition, so that lag
-  metrics and autoscalers see progress.
+  metrics and autoscalers see progress. That commit runs in the background (`OffsetMirror`): a slow or frozen
+  broker must not hold up the next batch, whose records are already fetched.
 """
 
 from __future__ import annotations
@@ -129,6 +130,7 @@ def register_batch_subscriber(
         description=description,
     )
     subscriber_ref.append(subscriber)
+    mirror = OffsetMirror(topic)
 
     @subscriber
     async def on_batch(body: Any, message: KafkaMessage = Context("message")) -> None:
@@ -142,7 +144,7 @@ def register_batch_subscriber(
             _rewind(subscriber.consumer, raw_records)
             await asyncio.sleep(BATCH_FAILED_PAUSE_S)
             return
-        await _mirror_offsets(subscriber.consumer, topic, result.next_offsets)
+        mirror.commit(subscriber.consumer, result.next_offsets)
 
     return subscriber
 
@@ -157,6 +159,26 @@ def _rewind(consumer: Any, records: tuple[ConsumerRecord, ...]) -> None:
     for tp, offset in first_offsets.items():
         if tp in consumer.assignment():
             consumer.seek(tp, offset)
+
+
+class OffsetMirror:
+    """Commits stored offsets to Kafka one commit at a time, in the background; offsets of batches committed
+    meanwhile are merged into the next one, so a stalled commit delays only lag figures."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self._pending: dict[int, int] = {}
+        self._committing: asyncio.Task[None] | None = None
+
+    def commit(self, consumer: Any, next_offsets: dict[int, int]) -> None:
+        self._pending.update(next_offsets)
+        if self._pending and (self._committing is None or self._committing.done()):
+            self._committing = asyncio.create_task(self._commit_pending(consumer), name=f"mirror-{self.topic}")
+
+    async def _commit_pending(self, consumer: Any) -> None:
+        while self._pending:
+            offsets, self._pending = self._pending, {}
+            await _mirror_offsets(consumer, self.topic, offsets)
 
 
 async def _mirror_offsets(consumer: Any, topic: str, next_offsets: dict[int, int]) -> None:
