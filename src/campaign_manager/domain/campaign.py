@@ -30,7 +30,6 @@ from typing import Any
 from uuid import UUID
 
 from campaign_manager.domain.errors import (
-    AmountOutOfRange,
     CampaignEnded,
     ExitExceedsHolding,
     FillAtOrBelowStop,
@@ -69,7 +68,6 @@ PRICE_STEP = Decimal("0.00000001")
 ALLOCATION_STEP = Decimal("0.0001")
 ZERO = Decimal("0")
 ZERO_CENTS = Decimal("0.00")
-MAX_MONEY = Decimal("9999999999.99")  # money is NUMERIC(12,2): an amount beyond it could not be stored
 
 SPRING_LOW_BREAK = "Spring low break"
 STOP_LEVEL_BREAK = "Stop level break"
@@ -210,14 +208,7 @@ class CampaignPosition:
     def unrealized_pnl_at(self, price: Decimal) -> Decimal:
         if not self.is_open:
             return ZERO_CENTS
-        return to_cents((price - self.entry_price) * self.shares, "Unrealized P&L")
-
-
-def to_cents(amount: Decimal, name: str) -> Decimal:
-    """An amount of money to the cent; refused (a rule violation, not a failed write) when too large to store."""
-    if abs(amount) > MAX_MONEY:
-        raise AmountOutOfRange(name, amount, MAX_MONEY)
-    return amount.quantize(CENTS, rounding=ROUND_HALF_EVEN)
+        return ((price - self.entry_price) * self.shares).quantize(CENTS, rounding=ROUND_HALF_EVEN)
 
 
 def allocation_percent(risk_amount: Decimal, portfolio_value: Decimal) -> Decimal:
@@ -458,7 +449,7 @@ class Campaign:
             raise FillAtOrBelowStop(position_id, fill_price, position.stop_loss)
         if self.portfolio_value is None:
             raise RuleViolation(f"Portfolio value unknown: campaign {self.campaign_id} was stored without one")
-        risk_amount = to_cents((fill_price - position.stop_loss) * shares, "Risk amount")
+        risk_amount = ((fill_price - position.stop_loss) * shares).quantize(CENTS, rounding=ROUND_HALF_EVEN)
         new_allocation = allocation_percent(risk_amount, self.portfolio_value)
         self._check_campaign_allocation(self.total_allocation - position.allocation_percent, new_allocation)
 
@@ -507,9 +498,7 @@ class Campaign:
         if closing > held:
             raise ExitExceedsHolding(position_id, closing, held)
 
-        # Judged before anything changes: a refused exit leaves the campaign as it was.
-        realized = to_cents((exit_price - position.entry_price) * closing, "Realized P&L")
-        to_cents(position.realized_pnl + realized, "Realized P&L of the position")
+        realized = ((exit_price - position.entry_price) * closing).quantize(CENTS, rounding=ROUND_HALF_EVEN)
         fully_closed = closing == held
         position.shares = ZERO if fully_closed else held - closing
         position.status = PositionStatus.CLOSED if fully_closed else PositionStatus.PARTIAL
@@ -569,13 +558,13 @@ class Campaign:
         if not self.is_open:
             raise CampaignEnded(self.campaign_id, self.status, "takes no market prices")
         _check_positive("Market price", price)
-        # Every P&L first: one too large to record refuses the price before any position changes.
-        moving = [(p, p.unrealized_pnl_at(price)) for p in self.open_positions() if p.current_price != price]
-        for position, pnl in moving:
-            position.current_price = price
-            position.current_pnl = pnl
-            position.updated_at = now
-        moved = bool(moving)
+        moved = False
+        for position in self.open_positions():
+            if position.current_price != price:
+                position.current_price = price
+                position.current_pnl = position.unrealized_pnl_at(price)
+                position.updated_at = now
+                moved = True
         level = self.invalidation_level()
         broken = level is not None and price <= level[0]
         if not moved and not broken:
