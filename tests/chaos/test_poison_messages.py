@@ -1,9 +1,9 @@
-"""Poison messages: valid by their contract, yet every attempt to apply them fails in the database. An exit at
-9,999,999,999 (a fat finger) realizes a P&L of about 10^11, and a tick at that price marks a campaign to an
-unrealized P&L as large; money columns are NUMERIC(12,2), so PostgreSQL refuses both with "numeric field overflow"
-(SQLSTATE 22003), a failure that is not the database's unavailability and not a lost race. The worker retries the
-batch, then each of its records alone, a bounded number of times; the poison is dead-lettered as a ProcessingError,
-the valid records around it are applied, and the partition moves on."""
+"""Poison messages: valid by their contract and by the rules, yet every attempt to apply them fails in the database.
+The scenario injects that fault into its own database: a trigger refuses every change to the campaigns opened for
+poison (SQLSTATE P0001), a failure that is not the database's unavailability and not a lost race. (Amounts too large
+to store, the way such records used to arise, are refused by the domain before any write; see the unit tests.)
+The worker retries the batch, then each of its records alone, a bounded number of times; the poison is
+dead-lettered as a ProcessingError, the valid records around it are applied, and the partition moves on."""
 
 from __future__ import annotations
 
@@ -39,8 +39,26 @@ from campaign_manager.examples import position_event, trade_signal, trading_rang
 from campaign_manager.service.processor import MAX_FAILED_ATTEMPTS
 
 SCENARIO = "poison messages"
-FAT_FINGER = "9999999999"  # a valid price (at most 10 integer digits); x 10 shares overflows NUMERIC(12,2)
-OVERFLOW = "numeric field overflow"
+FAULT = "injected fault: poison campaign"
+
+
+def refuse_changes(symbol_patterns: list[str]) -> list[str]:
+    """A trigger that refuses any change to a campaign whose symbol is LIKE one of the patterns, the way the
+    server's own error would: the statement fails, and so does every retry."""
+    patterns = ", ".join(f"'{pattern}'" for pattern in symbol_patterns)
+    return [
+        f"""CREATE FUNCTION chaos_refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.symbol LIKE ANY (ARRAY[{patterns}]) THEN
+                RAISE EXCEPTION '{FAULT} %', NEW.campaign_id;
+            END IF;
+            RETURN NEW;
+        END $$""",
+        "CREATE TRIGGER chaos_refuse_poison BEFORE UPDATE ON campaigns"
+        " FOR EACH ROW EXECUTE FUNCTION chaos_refuse_poison()",
+    ]
+
+
 # Each attempt fails at the first refused statement: the batch is tried MAX_FAILED_ATTEMPTS times, then each of
 # its records alone as often; a batch holds at least one poison.
 MAX_ERRORS_PER_POISON = 2 * MAX_FAILED_ATTEMPTS
@@ -71,8 +89,8 @@ async def test_a_record_that_always_fails_is_dead_lettered_after_bounded_attempt
     producer = await chaos_producer(deployment.bootstrap_servers)
     worker = worker_group(deployment).start(wait=True)
 
-    # Campaigns of one Spring of 10 shares each: to fill (F), to mark to market (M), to exit at the fat-finger
-    # price (X), to tick at it (T).
+    # Campaigns of one Spring of 10 shares each: to fill (F), to mark to market (M), to exit (X) and to tick (T)
+    # once their changes are refused.
     tag = uuid4().hex[:6].upper()
     counts = {"F": size.valid, "M": size.valid, "X": size.poison, "T": size.poison}
     openers = {
@@ -88,6 +106,10 @@ async def test_a_record_that_always_fails_is_dead_lettered_after_bounded_attempt
     opened = sum(counts.values())
     await reaches(partial(processed_signals, database, deployment.signals_topic), opened, 120, "the campaigns opened")
     campaigns = await spring_positions_by_symbol(database)
+    async with database.engine.connect() as connection:  # from now on, the poison campaigns refuse every change
+        driver = (await connection.get_raw_connection()).driver_connection
+        for statement in refuse_changes([f"X{tag}%", f"T{tag}%"]):
+            await driver.execute(statement)
 
     def position_record(symbol: str, event_type: str, price: str, shares: str | None) -> tuple[bytes, bytes]:
         campaign_id, position_id = campaigns[symbol]
@@ -96,18 +118,18 @@ async def test_a_record_that_always_fails_is_dead_lettered_after_bounded_attempt
 
     # Poison among valid records on both topics, at random places.
     fills = [(position_record(s["symbol"], "FILLED", "148.60", "10"), False) for s in openers["F"]]
-    exits = [(position_record(s["symbol"], "CLOSED", FAT_FINGER, None), True) for s in openers["X"]]
+    exits = [(position_record(s["symbol"], "CLOSED", "150.00", None), True) for s in openers["X"]]
     ticks = [((s["symbol"].encode(), price_tick(s["symbol"], "149.00")), False) for s in openers["M"]]
-    fat_ticks = [((s["symbol"].encode(), price_tick(s["symbol"], FAT_FINGER)), True) for s in openers["T"]]
+    poison_ticks = [((s["symbol"].encode(), price_tick(s["symbol"], "149.00")), True) for s in openers["T"]]
     records, poisoned = [], []
     for topic, stream in ((deployment.position_events_topic, fills + exits), (deployment.market_prices_topic,
-                                                                              ticks + fat_ticks)):  # fmt: skip
+                                                                              ticks + poison_ticks)):  # fmt: skip
         rng.shuffle(stream)
         for (key, value), poison in stream:
             records.append((topic, key, value, ()))
             poisoned.append(poison)
     chaos_result.sent = len(records)
-    errors_before = own_postgres.errors(OVERFLOW)
+    errors_before = own_postgres.errors(FAULT)
 
     async with Watch([worker]) as watch:
         sent = await send_all(producer, records)
@@ -152,8 +174,8 @@ async def test_a_record_that_always_fails_is_dead_lettered_after_bounded_attempt
             found.add(origin)
             assert headers["x-dlq-error-type"] == "ProcessingError", headers
             assert headers["x-dlq-reason"].startswith(f"processing failed {MAX_FAILED_ATTEMPTS} times: "), headers
-            assert OVERFLOW in headers["x-dlq-reason"], headers
-    errors = own_postgres.errors(OVERFLOW) - errors_before
+            assert FAULT in headers["x-dlq-reason"], headers
+    errors = own_postgres.errors(FAULT) - errors_before
     chaos_result.dead_letters = len(found)
     chaos_result.lost = len(origins) - len(found)
     chaos_result.duplicated = 0  # a second dead letter of one record fails above

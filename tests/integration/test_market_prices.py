@@ -15,6 +15,7 @@ from uuid import UUID, uuid4
 
 import pytest
 from sqlalchemy import select
+from structlog.testing import capture_logs
 
 from campaign_manager.contracts import CampaignEventMessage
 from campaign_manager.examples import AAPL_ENTRIES, trade_signal, trading_range
@@ -153,6 +154,33 @@ async def test_a_tick_above_the_stops_marks_the_campaign_to_market(database: Dat
     )
     assert event["details"] == {"price": "152.00", "unrealized_pnl": "5250.00", "total_pnl": "5250.00"}
     assert event["campaign"]["unrealized_pnl"] == "5250.00"
+
+
+async def test_a_price_whose_pnl_could_not_be_recorded_leaves_the_campaign_as_it_was(database: Database) -> None:
+    symbol, other = new_symbol(), new_symbol()
+    campaign_id = await open_campaign(database, symbol, "SPRING")
+    other_id = await open_campaign(database, other, "SPRING")
+    prices = PriceFeed(database)
+
+    # A fat finger: (9,999,999,999 - 148.50) x 1,000 is far beyond NUMERIC(12,2). The batch goes on: the other
+    # symbol's tick marks its campaign, and nothing is dead-lettered.
+    with capture_logs() as logs:
+        result = await prices.apply((symbol, "9999999999"), (other, "152.00"))
+
+    reason = "Unrealized P&L 9999999850500.00 is beyond the largest amount a campaign records (±9999999999.99)"
+    assert {(o.campaign_id, o.outcome, o.reason) for o in result.outcomes} == {
+        (campaign_id, "REJECTED", reason),
+        (other_id, "APPLIED", None),
+    }
+    assert result.dead_letters == []
+    assert (await campaign_row(database, campaign_id))["version"] == 1
+    assert await events_of(database, campaign_id, after_version=1) == []
+    refusals = [(line["log_level"], line["reason"]) for line in logs if line["event"] == "market_price_refused"]
+    assert refusals == [("warning", reason)]
+
+    # The next price marks it.
+    await prices.apply((symbol, "152.00"))
+    assert (await campaign_row(database, campaign_id))["unrealized_pnl"] == Decimal("3500.00")  # (152 - 148.50) x 1,000
 
 
 async def test_a_second_tick_inside_the_interval_writes_nothing(database: Database) -> None:

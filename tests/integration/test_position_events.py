@@ -267,6 +267,26 @@ async def test_an_event_for_an_unknown_campaign_is_rejected_and_announced(databa
     assert await processed_messages(database, feed.topic) == [(event["event_id"], "REJECTED", "Campaign not found")]
 
 
+async def test_an_exit_whose_pnl_could_not_be_stored_is_rejected_not_failed(database: Database) -> None:
+    aapl = await open_aapl_campaign(database, "SPRING")
+    feed = PositionFeed(database)
+    fill = position_event(aapl.id, aapl.spring, "FILLED", price="148.50", shares="1000")
+    # (99,999,999 - 148.50) x 1,000 = 99,999,850,500.00: a valid price, a P&L beyond NUMERIC(12,2)
+    absurd_exit = position_event(aapl.id, aapl.spring, "CLOSED", price="99999999")
+    exit_ = position_event(aapl.id, aapl.spring, "CLOSED", price="150.00")
+
+    result = await feed.apply(fill, absurd_exit, exit_)
+
+    reason = "Realized P&L 99999850500.00 is beyond the largest amount a campaign records (±9999999999.99)"
+    assert [(o.outcome, o.reason) for o in result.outcomes] == [
+        ("APPLIED", None),
+        ("REJECTED", reason),
+        ("APPLIED", None),
+    ]
+    assert [e["event_type"] for e in await events_caused_by(database, absurd_exit)] == ["PositionEventRejected"]
+    assert (await campaign_row(database, aapl.id))["realized_pnl"] == Decimal("1500.00")  # (150 - 148.50) x 1,000
+
+
 async def test_events_the_campaign_cannot_take_are_rejected_one_by_one_and_the_rest_applied(
     database: Database,
 ) -> None:

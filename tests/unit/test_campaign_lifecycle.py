@@ -30,6 +30,7 @@ from campaign_manager.domain.campaign import (
     recompute_totals,
 )
 from campaign_manager.domain.errors import (
+    AmountOutOfRange,
     CampaignEnded,
     ExitExceedsHolding,
     FillAtOrBelowStop,
@@ -443,6 +444,71 @@ def test_exit_of_an_unknown_position_is_refused() -> None:
         lambda: campaign.close_position(unknown, Decimal("151.00"), T1),
         f"Position {unknown} is not part of campaign AAPL-2024-10-15",
     )
+
+
+def test_an_exit_whose_pnl_could_not_be_recorded_is_refused() -> None:
+    campaign = spring_campaign()
+    (spring,) = campaign.positions
+
+    # (999,999,999 - 150) x 100 = 99,999,984,900.00: beyond NUMERIC(12,2)'s 9,999,999,999.99
+    assert_refused_and_unchanged(
+        campaign,
+        AmountOutOfRange,
+        lambda: campaign.close_position(spring.position_id, Decimal("999999999"), T1),
+        r"Realized P&L 99999984900\.00 is beyond the largest amount a campaign records \(±9999999999\.99\)",
+    )
+
+
+def test_a_market_price_whose_pnl_could_not_be_recorded_is_refused_before_any_position_moves() -> None:
+    campaign = spring_and_sos_campaign()
+
+    # Spring (999,999,999 - 150) x 100 would not fit; nothing changes, the SOS position included
+    assert_refused_and_unchanged(
+        campaign,
+        AmountOutOfRange,
+        lambda: campaign.mark_to_market(Decimal("999999999"), T1),
+        r"Unrealized P&L 99999984900\.00 is beyond",
+    )
+
+
+def test_a_market_price_is_refused_when_the_campaign_total_could_not_be_recorded() -> None:
+    campaign = spring_and_sos_campaign()
+
+    # Spring (70,000,000 - 150) x 100 = 6,999,985,000.00 and SOS (70,000,000 - 153) x 50 = 3,499,992,350.00 fit
+    # one by one; together 10,499,977,350.00 does not
+    assert_refused_and_unchanged(
+        campaign,
+        AmountOutOfRange,
+        lambda: campaign.mark_to_market(Decimal("70000000"), T1),
+        r"Unrealized P&L of the campaign 10499977350\.00 is beyond",
+    )
+
+
+def test_an_exit_is_refused_when_the_campaigns_realized_pnl_could_not_be_recorded() -> None:
+    campaign = spring_and_sos_campaign()
+    spring, sos = campaign.positions
+    campaign.close_position(spring.position_id, Decimal("70000000"), T1)  # realizes 6,999,985,000.00
+    campaign.collect_events()
+
+    # SOS (100,000,000 - 153) x 50 = 4,999,992,350.00 fits alone; the campaign's 11,999,977,350.00 does not
+    assert_refused_and_unchanged(
+        campaign,
+        AmountOutOfRange,
+        lambda: campaign.close_position(sos.position_id, Decimal("100000000"), T2),
+        r"Realized P&L of the campaign 11999977350\.00 is beyond",
+    )
+
+
+def test_the_largest_recordable_pnl_is_accepted() -> None:
+    campaign = spring_campaign()
+    (spring,) = campaign.positions
+
+    # (100,000,149.9999999 - 150) x 100 = 9,999,999,999.99999 -> 10,000,000,000.00 to the cent: refused
+    with pytest.raises(AmountOutOfRange):
+        campaign.close_position(spring.position_id, Decimal("100000149.9999999"), T1)
+    # (100,000,149.9999 - 150) x 100 = 9,999,999,999.99 exactly: recorded
+    campaign.close_position(spring.position_id, Decimal("100000149.9999"), T1)
+    assert campaign.realized_pnl == Decimal("9999999999.99")
 
 
 def test_closing_more_shares_than_held_is_refused() -> None:

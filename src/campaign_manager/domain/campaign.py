@@ -30,6 +30,7 @@ from typing import Any
 from uuid import UUID
 
 from campaign_manager.domain.errors import (
+    AmountOutOfRange,
     CampaignEnded,
     ExitExceedsHolding,
     FillAtOrBelowStop,
@@ -68,6 +69,7 @@ PRICE_STEP = Decimal("0.00000001")
 ALLOCATION_STEP = Decimal("0.0001")
 ZERO = Decimal("0")
 ZERO_CENTS = Decimal("0.00")
+MAX_MONEY = Decimal("9999999999.99")  # money is NUMERIC(12,2): an amount beyond it could not be stored
 
 SPRING_LOW_BREAK = "Spring low break"
 STOP_LEVEL_BREAK = "Stop level break"
@@ -208,7 +210,24 @@ class CampaignPosition:
     def unrealized_pnl_at(self, price: Decimal) -> Decimal:
         if not self.is_open:
             return ZERO_CENTS
-        return ((price - self.entry_price) * self.shares).quantize(CENTS, rounding=ROUND_HALF_EVEN)
+        return to_cents((price - self.entry_price) * self.shares, "Unrealized P&L")
+
+
+def to_cents(amount: Decimal, name: str) -> Decimal:
+    """An amount of money to the cent; refused (a rule violation, not a failed write) when too large to store."""
+    if abs(amount) > MAX_MONEY:
+        # Shown to the cent, unless too long for the decimal context to round.
+        shown = amount.quantize(CENTS, rounding=ROUND_HALF_EVEN) if amount.adjusted() < 20 else amount
+        raise AmountOutOfRange(name, shown, MAX_MONEY)
+    return amount.quantize(CENTS, rounding=ROUND_HALF_EVEN)
+
+
+def _check_recordable_pnl(realized: Decimal, unrealized: Decimal) -> None:
+    """A campaign's P&L totals as a change would leave them: refused before anything moves when one could not be
+    stored (each position's P&L may fit while their sum does not)."""
+    to_cents(realized, "Realized P&L of the campaign")
+    to_cents(unrealized, "Unrealized P&L of the campaign")
+    to_cents(realized + unrealized, "Total P&L of the campaign")
 
 
 def allocation_percent(risk_amount: Decimal, portfolio_value: Decimal) -> Decimal:
@@ -449,9 +468,12 @@ class Campaign:
             raise FillAtOrBelowStop(position_id, fill_price, position.stop_loss)
         if self.portfolio_value is None:
             raise RuleViolation(f"Portfolio value unknown: campaign {self.campaign_id} was stored without one")
-        risk_amount = ((fill_price - position.stop_loss) * shares).quantize(CENTS, rounding=ROUND_HALF_EVEN)
+        risk_amount = to_cents((fill_price - position.stop_loss) * shares, "Risk amount")
         new_allocation = allocation_percent(risk_amount, self.portfolio_value)
         self._check_campaign_allocation(self.total_allocation - position.allocation_percent, new_allocation)
+
+        # Filled at the current price, the position's unrealized P&L becomes 0.
+        _check_recordable_pnl(self.realized_pnl, self.unrealized_pnl - position.current_pnl)
 
         planned_price, planned_shares = position.entry_price, position.shares
         allocation_before = self.total_allocation
@@ -498,15 +520,23 @@ class Campaign:
         if closing > held:
             raise ExitExceedsHolding(position_id, closing, held)
 
-        realized = ((exit_price - position.entry_price) * closing).quantize(CENTS, rounding=ROUND_HALF_EVEN)
+        # Judged before anything changes: a refused exit leaves the campaign as it was.
+        realized = to_cents((exit_price - position.entry_price) * closing, "Realized P&L")
+        to_cents(position.realized_pnl + realized, "Realized P&L of the position")
         fully_closed = closing == held
+        remaining_pnl = (
+            ZERO_CENTS
+            if fully_closed
+            else to_cents((position.current_price - position.entry_price) * (held - closing), "Unrealized P&L")
+        )
+        _check_recordable_pnl(self.realized_pnl + realized, self.unrealized_pnl - position.current_pnl + remaining_pnl)
         position.shares = ZERO if fully_closed else held - closing
         position.status = PositionStatus.CLOSED if fully_closed else PositionStatus.PARTIAL
         position.realized_pnl += realized
         position.exit_price = exit_price
         if fully_closed:
             position.closed_at = now
-        position.current_pnl = position.unrealized_pnl_at(position.current_price)
+        position.current_pnl = remaining_pnl
         position.updated_at = now
         self._recompute_totals()
         self._touch(now)
@@ -558,13 +588,16 @@ class Campaign:
         if not self.is_open:
             raise CampaignEnded(self.campaign_id, self.status, "takes no market prices")
         _check_positive("Market price", price)
-        moved = False
-        for position in self.open_positions():
-            if position.current_price != price:
-                position.current_price = price
-                position.current_pnl = position.unrealized_pnl_at(price)
-                position.updated_at = now
-                moved = True
+        # Every P&L first: one too large to record refuses the price before any position changes.
+        moving = [(p, p.unrealized_pnl_at(price)) for p in self.open_positions() if p.current_price != price]
+        _check_recordable_pnl(
+            self.realized_pnl, self.unrealized_pnl + sum((pnl - p.current_pnl for p, pnl in moving), ZERO)
+        )
+        for position, pnl in moving:
+            position.current_price = price
+            position.current_pnl = pnl
+            position.updated_at = now
+        moved = bool(moving)
         level = self.invalidation_level()
         broken = level is not None and price <= level[0]
         if not moved and not broken:

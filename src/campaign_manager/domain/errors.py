@@ -100,3 +100,12 @@ class ReasonRequired(RuleViolation):
     def __init__(self, action: str) -> None:
         super().__init__(f"{action} needs a reason")
         self.action = action
+
+
+class AmountOutOfRange(RuleViolation):
+    """An amount of money the rules computed is too large to record (NUMERIC(12,2)): refused, not failed."""
+
+    def __init__(self, name: str, value: Decimal, limit: Decimal) -> None:
+        super().__init__(f"{name} {value:f} is beyond the largest amount a campaign records (±{limit:f})")
+        self.name = name
+        self.value = value

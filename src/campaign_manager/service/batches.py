@@ -55,6 +55,7 @@ class BatchResult:
     outcomes: list[RecordOutcome] = field(default_factory=list)
     dead_letters: list[InvalidRecord] = field(default_factory=list)
     allocation_warnings: list[tuple[Campaign, Decimal]] = field(default_factory=list)
+    refused_prices: list[tuple[Campaign, Decimal, str]] = field(default_factory=list)  # campaign, price, reason
     skipped_already_applied: int = 0
     next_offsets: dict[int, int] = field(default_factory=dict)
     events_written: int = 0

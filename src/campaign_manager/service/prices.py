@@ -27,6 +27,8 @@ from decimal import Decimal
 from typing import NamedTuple
 from uuid import UUID
 
+from campaign_manager.domain.campaign import Campaign
+from campaign_manager.domain.errors import RuleViolation
 from campaign_manager.domain.events import CampaignMarkedToMarket
 from campaign_manager.persistence.store import CampaignStore
 from campaign_manager.service.batches import BatchResult, ParsedRecord, RecordOutcome, claim_batch
@@ -121,26 +123,27 @@ async def apply_price_batch(
             continue
         symbol, is_due = prices[campaign.symbol], campaign.id in due
         level = campaign.invalidation_level()
-        if level is not None and symbol.lowest <= level[0]:
-            campaign.mark_to_market(symbol.lowest, now)  # invalidates it
-        elif not (is_due and campaign.mark_to_market(symbol.latest, now)):
+        breaks = level is not None and symbol.lowest <= level[0]
+        price = symbol.lowest if breaks else symbol.latest
+        try:
+            if breaks:
+                campaign.mark_to_market(price, now)  # invalidates it
+            elif not (is_due and campaign.mark_to_market(price, now)):
+                continue
+        except RuleViolation as violation:
+            # A price the campaign cannot take (its P&L could not be recorded): the campaign stays as it was and
+            # the next price marks it. The tick is valid by its contract, so it is refused in the log, not
+            # dead-lettered; a stop break needs no such price, so none is missed.
+            result.refused_prices.append((campaign, price, violation.reason))
+            result.outcomes.append(_price_outcome(campaign, "REJECTED", violation.reason))
             continue
         events = changes.record(
             campaign, causation_id=None, correlation_id=None, unpublished=() if is_due else (CampaignMarkedToMarket,)
         )
         if is_due and any(isinstance(event, CampaignMarkedToMarket) for event in events):
             marked_at[campaign.id] = now
-        result.outcomes.append(
-            RecordOutcome(
-                message_id=None,
-                outcome="APPLIED",
-                campaign_id=campaign.id,
-                human_campaign_id=campaign.campaign_id,
-                correlation_id=None,
-                kind="PRICE",
-                reason=campaign.invalidation_reason,  # "Spring low break" / "Stop level break"; None for a mark
-            )
-        )
+        # reason: "Spring low break" / "Stop level break"; None for a mark
+        result.outcomes.append(_price_outcome(campaign, "APPLIED", campaign.invalidation_reason))
 
     # 4. Write everything, in one statement.
     write = changes.batch_write(
@@ -153,3 +156,15 @@ async def apply_price_batch(
     await store.write(write)
     result.events_written = len(dead_letters) + len(changes.outbox)
     return result
+
+
+def _price_outcome(campaign: Campaign, outcome: str, reason: str | None) -> RecordOutcome:
+    return RecordOutcome(
+        message_id=None,
+        outcome=outcome,
+        campaign_id=campaign.id,
+        human_campaign_id=campaign.campaign_id,
+        correlation_id=None,
+        kind="PRICE",
+        reason=reason,
+    )

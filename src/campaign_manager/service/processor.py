@@ -49,6 +49,7 @@ class BatchProcessor:
             merged.outcomes += result.outcomes
             merged.dead_letters += result.dead_letters
             merged.allocation_warnings += result.allocation_warnings
+            merged.refused_prices += result.refused_prices
             merged.next_offsets.update(result.next_offsets)
             merged.events_written += result.events_written
         return merged
@@ -125,6 +126,15 @@ class BatchProcessor:
                 human_campaign_id=campaign.campaign_id,
                 total_allocation=str(allocation),
                 limit="5.0",
+            )
+        for campaign, price, reason in result.refused_prices:
+            log.warning(
+                "market_price_refused",
+                campaign_id=str(campaign.id),
+                human_campaign_id=campaign.campaign_id,
+                symbol=campaign.symbol,
+                price=str(price),
+                reason=reason,
             )
         for dead in result.dead_letters:
             log.warning(
