@@ -237,6 +237,7 @@ class Worker:
             enable_idempotence=settings.kafka_enable_idempotence,
             linger_ms=1,  # a millisecond of batching; the latency budget is 25 ms end to end
             max_batch_size=256 * 1024,
+            compression_type=None if settings.kafka_compression_type == "none" else settings.kafka_compression_type,
             **client_options(settings),
         )
 
