@@ -6,6 +6,7 @@ connection, and nothing is visible to anyone until the block commits.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -14,7 +15,8 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from campaign_manager.contracts import DocumentCache, to_json
 from campaign_manager.domain.campaign import (
@@ -581,9 +583,57 @@ class CampaignStore:
             raise VersionConflict(f"campaigns changed concurrently: {', '.join(missing)}")
 
 
+class KeptConnection:
+    """A connection one consumer keeps from one transaction to the next, as a unit of work like
+    `Database.transaction()`: a batch then pays no pool checkout and no liveness ping (three round trips).
+
+    After an error that may have broken it (anything but a statement the server refused, or a lost race), it is
+    dropped, and the next transaction checks out a fresh one, pinged by the pool."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._connection: AsyncConnection | None = None
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[CampaignStore]:
+        if self._connection is None:
+            self._connection = await self.engine.connect()
+        connection = self._connection
+        try:
+            driver = (await connection.get_raw_connection()).driver_connection
+            async with driver.transaction():
+                yield CampaignStore(driver)
+        except BaseException as error:
+            if not _leaves_connection_usable(error):
+                self._connection = None
+                await _discard(connection)
+            raise
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            await _discard(connection)
+
+
+def _leaves_connection_usable(error: BaseException) -> bool:
+    if isinstance(error, VersionConflict):
+        return True
+    # The server answered (and the transaction was rolled back), unless it is closing the session: 08 connection
+    # exception, 57 operator intervention (shutdown, terminated backend).
+    return isinstance(error, asyncpg.PostgresError) and not str(error.sqlstate or "").startswith(("08", "57"))
+
+
+async def _discard(connection: AsyncConnection) -> None:
+    with contextlib.suppress(Exception):
+        await connection.invalidate()
+    with contextlib.suppress(Exception):
+        await connection.close()
+
+
 class Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._kept: list[KeptConnection] = []
 
     @classmethod
     def connect(cls, url: str, pool_size: int = 5, max_overflow: int = 5) -> Database:
@@ -612,5 +662,13 @@ class Database:
             async with driver.transaction(isolation=isolation, readonly=readonly):
                 yield CampaignStore(driver)
 
+    def kept_connection(self) -> KeptConnection:
+        """A connection for one consumer's transactions, closed by `dispose`."""
+        kept = KeptConnection(self.engine)
+        self._kept.append(kept)
+        return kept
+
     async def dispose(self) -> None:
+        for kept in self._kept:
+            await kept.close()
         await self.engine.dispose()

@@ -13,11 +13,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import structlog
 
-from campaign_manager.persistence.store import Database
+from campaign_manager.persistence.store import Database, KeptConnection
 from campaign_manager.service.batches import ApplyBatch, BatchResult, InvalidRecord, ParsedRecord
 from campaign_manager.service.retry import backoff_seconds, is_conflict, is_unavailable
 
@@ -36,6 +36,11 @@ class BatchProcessor:
     on_committed: Callable[[str, BatchResult], None] = lambda topic, result: None
     # What one record is, for the log: `signal` gives `signal_processed` lines with a `signal_id`.
     record_name: str = "message"
+    # Batches come one after another: each on the same connection, kept between them.
+    connection: KeptConnection = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.connection = self.database.kept_connection()
 
     async def process(self, topic: str, records: Sequence[ParsedRecord]) -> BatchResult:
         """Applies the batch exactly once; returns only after it is committed."""
@@ -72,7 +77,7 @@ class BatchProcessor:
         started = time.perf_counter()
         while True:
             try:
-                async with self.database.transaction() as store:
+                async with self.connection.transaction() as store:
                     result = await self.apply(store, topic, records)
             except asyncio.CancelledError:
                 raise
