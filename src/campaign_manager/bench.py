@@ -272,10 +272,9 @@ _STORED_CAMPAIGNS_SQL = [
         CASE WHEN status = 'COMPLETED' THEN 450 WHEN status = 'INVALIDATED' THEN -200 ELSE 0 END,
         CASE WHEN status = 'COMPLETED' THEN 105 WHEN status = 'INVALIDATED' THEN 98.5 END,
         CASE WHEN status <> 'ACTIVE' THEN started + interval '9 days' END FROM seed""",
-    """INSERT INTO outbox (event_id, topic, message_key, payload, aggregate_id, event_type, occurred_at,
-        published_at)
+    """INSERT INTO outbox (event_id, topic, message_key, payload, aggregate_id, event_type, occurred_at)
         SELECT gen_random_uuid(), 'campaign-events', convert_to(campaign_id::text, 'UTF8'),
-        convert_to(repeat('x', 1500), 'UTF8'), campaign_id, 'CampaignCreated', started, started FROM seed""",
+        convert_to(repeat('x', 1500), 'UTF8'), campaign_id, 'CampaignCreated', started FROM seed""",
     "INSERT INTO portfolios (portfolio_id) SELECT DISTINCT portfolio_id FROM seed",
     "DROP TABLE seed",
 ]

@@ -276,7 +276,7 @@ async def processed_signals(database: Database, topic: str) -> int:
 
 
 async def unpublished(database: Database) -> int:
-    return await scalar(database, "SELECT count(*) FROM outbox WHERE published_at IS NULL")
+    return await scalar(database, "SELECT count(*) FROM outbox_pending")
 
 
 async def messages_applied(database: Database, topic: str) -> int:

@@ -44,7 +44,7 @@ async def test_sigterm_mid_run_stops_cleanly_and_loses_or_repeats_nothing(
     # What it committed, it also published before exiting: nothing is left for a successor to send.
     async with database.engine.connect() as connection:
         unsent = await connection.scalar(
-            text("SELECT count(*) FROM outbox WHERE topic = :topic AND published_at IS NULL"),
+            text("SELECT count(*) FROM outbox_pending JOIN outbox USING (id) WHERE topic = :topic"),
             {"topic": deployment.events_topic},
         )
     assert unsent == 0

@@ -17,7 +17,7 @@ from campaign_manager.examples import aapl_campaign_signals, trade_signal, tradi
 from campaign_manager.http.app import create_app
 from campaign_manager.metrics import Metrics
 from campaign_manager.persistence.store import Database
-from campaign_manager.persistence.tables import campaigns, outbox
+from campaign_manager.persistence.tables import campaigns, outbox, outbox_pending
 from tests.factories import SignalFeed, make_processor, process
 
 pytestmark = [pytest.mark.integration, pytest.mark.database]
@@ -166,10 +166,12 @@ async def unsent_event_at_the_head_of_the_outbox(database: Database, age_s: int)
                 created_at=text(f"now() - interval '{age_s} seconds'"),
             )
         )
+        await connection.execute(outbox_pending.insert().values(id=row_id))
     try:
         yield
     finally:
         async with database.engine.begin() as connection:
+            await connection.execute(outbox_pending.delete().where(outbox_pending.c.id == row_id))
             await connection.execute(outbox.delete().where(outbox.c.id == row_id))
 
 

@@ -1,4 +1,4 @@
-"""The outbox relay: publishes committed outbox messages in id order and stamps them published.
+"""The outbox relay: publishes committed outbox messages in id order and takes them off the pending queue.
 
 Exactly one worker relays at a time: the holder of a PostgreSQL advisory lock. That keeps events of one campaign
 in commit order (two transactions that touch one campaign are serialised by its row lock, so the later one's
@@ -207,10 +207,11 @@ class OutboxRelay:
 
     async def _publish_batch(self, driver: Any) -> int:
         started = time.perf_counter()
+        # A probe of the outbox per pending id (LATERAL, fenced by OFFSET 0): never a plan that scans the outbox.
         rows = await driver.fetch(
-            "SELECT id, topic, message_key, payload, headers::text AS headers, event_id, event_type, occurred_at,"
-            " aggregate_id FROM outbox"
-            " WHERE published_at IS NULL ORDER BY id LIMIT $1",
+            "SELECT o.* FROM (SELECT id FROM outbox_pending ORDER BY id LIMIT $1) AS p"
+            " CROSS JOIN LATERAL (SELECT id, topic, message_key, payload, headers::text AS headers, event_id,"
+            " event_type, occurred_at, aggregate_id FROM outbox WHERE outbox.id = p.id OFFSET 0) AS o ORDER BY o.id",
             self.batch_size,
         )
         if not rows:
@@ -224,8 +225,7 @@ class OutboxRelay:
         delivered = [row["id"] for row, result in zip(rows, results, strict=True) if result is None]
         if delivered:
             await driver.execute(
-                "UPDATE outbox o SET published_at = now() FROM unnest($1::bigint[]) AS k(id) WHERE o.id = k.id",
-                delivered,
+                "DELETE FROM outbox_pending p USING unnest($1::bigint[]) AS k(id) WHERE p.id = k.id", delivered
             )
             log.debug(
                 "outbox_published",

@@ -111,14 +111,16 @@ async def get_campaign(connection: AsyncConnection, id_or_human_id: str) -> tupl
     return (await _with_details(connection, list(rows)))[0]
 
 
-# Both read the partial index of unpublished rows. The age is that of the lowest unsent id, the next message the
-# relay (which publishes in id order) will send: one index entry, not a scan of the whole backlog.
+# The age is that of the lowest pending id, the next message the relay (which publishes in id order) will send:
+# one index entry and one outbox row, not a scan of the whole backlog.
 _OUTBOX_STATE = text(
     """
     SELECT
-        (SELECT count(*) FROM outbox WHERE published_at IS NULL) AS unsent,
+        (SELECT count(*) FROM outbox_pending) AS unsent,
         COALESCE(
-            EXTRACT(EPOCH FROM now() - (SELECT created_at FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT 1)),
+            EXTRACT(EPOCH FROM now() - (
+                SELECT o.created_at FROM outbox o WHERE o.id = (SELECT min(id) FROM outbox_pending)
+            )),
             0
         )::float8 AS oldest_unsent_age_s
     """

@@ -280,7 +280,9 @@ def _batch_write_sql() -> str:
         ), messages AS (
             INSERT INTO outbox ({_columns(_OUTBOX_TYPES, "")})
             SELECT {_columns(_OUTBOX_TYPES, "v.")} FROM unnest({outbox_arrays}) AS v({_columns(_OUTBOX_TYPES, "")})
-            RETURNING 1
+            RETURNING id
+        ), pending AS (
+            INSERT INTO outbox_pending (id) SELECT id FROM messages
         ), offsets AS (
             UPDATE consumer_offsets o SET next_offset = GREATEST(o.next_offset, v.next_offset), updated_at = now()
             FROM unnest({p("partitions")}::int[], {p("next_offsets")}::bigint[]) AS v(partition, next_offset)

@@ -205,8 +205,8 @@ consumer_offsets = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
-# Messages to publish, written in the same transaction as the change they announce; the relay sends them in
-# id order and stamps published_at.
+# Messages to publish, written in the same transaction as the change they announce, and kept: a campaign's
+# events are its history. Append-only: what is still to publish is in `outbox_pending`.
 outbox = Table(
     "outbox",
     metadata,
@@ -218,10 +218,17 @@ outbox = Table(
     Column("headers", JSONB),  # dead letters only; the relay derives an event's headers from the columns below
     Column("aggregate_id", Uuid),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Column("published_at", DateTime(timezone=True)),
     Column("event_type", String(64)),
     Column("occurred_at", DateTime(timezone=True)),
-    Index("idx_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),
     # A campaign's events in order: its history, as the API serves it.
     Index("idx_outbox_campaign", "aggregate_id", "id", postgresql_where=text("aggregate_id IS NOT NULL")),
+)
+
+# The ids of outbox messages not yet published, added by the write that adds the message. The relay sends them in
+# id order and deletes the ids the broker acknowledged. No foreign key: both rows come from one statement, and the
+# check would cost every write a lookup.
+outbox_pending = Table(
+    "outbox_pending",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
 )
