@@ -41,3 +41,10 @@ async def test_a_connection_the_server_ended_is_replaced_and_the_batch_is_applie
 
     assert [o.outcome for o in result.outcomes] == ["CREATED"]
     assert await backend_pid(processor.connection) != pid
+
+
+async def test_statements_on_a_kept_connection_are_planned_once(database: Database) -> None:
+    kept = database.kept_connection()
+
+    async with kept.transaction() as store:
+        assert await store.db.fetchval("SHOW plan_cache_mode") == "force_generic_plan"

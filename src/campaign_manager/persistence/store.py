@@ -598,11 +598,17 @@ class KeptConnection:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[CampaignStore]:
+        fresh = self._connection is None
         if self._connection is None:
             self._connection = await self.engine.connect()
         connection = self._connection
         try:
             driver = (await connection.get_raw_connection()).driver_connection
+            if fresh:
+                # The batch statements are written to plan well without their parameters' values (LATERAL probes,
+                # unnest joins), and those inside signal_batch_state were otherwise planned anew at every call:
+                # ~0.35 ms of a 3 ms batch of 7 signals.
+                await driver.execute("SET plan_cache_mode = force_generic_plan")
             async with driver.transaction():
                 yield CampaignStore(driver)
         except BaseException as error:
