@@ -237,7 +237,7 @@ def allocation_percent(risk_amount: Decimal, portfolio_value: Decimal) -> Decima
 
 def human_campaign_id(symbol: str, range_start: datetime, taken: Collection[str]) -> str:
     """`{symbol}-{YYYY-MM-DD}` of the range's start; `-2`, `-3`, ... when another campaign already has it."""
-    base = f"{symbol}-{range_start.strftime('%Y-%m-%d')}"
+    base = f"{symbol}-{range_start.date().isoformat()}"  # isoformat: strftime costs ~10x as much
     if base not in taken:
         return base
     suffix = 2
