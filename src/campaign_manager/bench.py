@@ -128,8 +128,24 @@ class Measurement:
         return self.signals / self.seconds
 
     def latency_ms(self, percent: float) -> float:
-        latencies = sorted(self.first_event_at[s] - sent for s, sent in self.sent_at.items())
-        return 1000 * latencies[round(percent / 100 * (len(latencies) - 1))]
+        return _percentile_ms([self.first_event_at[s] - sent for s, sent in self.sent_at.items()], percent)
+
+    def latency_by_window(self, window_s: float) -> list[tuple[float, float, float]]:
+        """(window start s, p50 ms, p99 ms) of the signals sent in each `window_s` of the run: whether latency
+        holds or drifts over time (on the embedded broker it drifts: see the README)."""
+        started = min(self.sent_at.values())
+        windows: dict[int, list[float]] = {}
+        for signal_id, sent in self.sent_at.items():
+            windows.setdefault(int((sent - started) // window_s), []).append(self.first_event_at[signal_id] - sent)
+        return [
+            (index * window_s, _percentile_ms(latencies, 50), _percentile_ms(latencies, 99))
+            for index, latencies in sorted(windows.items())
+        ]
+
+
+def _percentile_ms(latencies_s: list[float], percent: float) -> float:
+    ordered = sorted(latencies_s)
+    return 1000 * ordered[round(percent / 100 * (len(ordered) - 1))]
 
 
 async def publish(producer: AIOKafkaProducer, signals: list, sent_at: dict[str, float], rate: int | None) -> None:
@@ -352,6 +368,9 @@ def report(results: list[Measurement], workers: int) -> None:
             f"{r.latency_ms(50):>9.1f}{r.latency_ms(99):>9.1f}{r.latency_ms(100):>9.1f}"
             f"{r.worker_peak_rss_mb:>8.0f}  {types}"
         )
+    for r in (r for r in results if r.name == "latency"):
+        windows = ", ".join(f"{start:.0f}s {p50:.0f}/{p99:.0f}" for start, p50, p99 in r.latency_by_window(WINDOW_S))
+        print(f"{r.name}: p50/p99 ms of the signals sent in each {WINDOW_S:.0f} s: {windows}")
     print(
         f"\nworker LOG_LEVEL={WORKER_LOG_LEVEL}: per-signal INFO logs would dominate; fsync on;"
         f" {workers} worker process(es); broker, PostgreSQL, workers and this bench share {os.cpu_count()} cores"
@@ -632,6 +651,7 @@ def report_prices(name: str, r: PriceMeasurement) -> None:
 
 # Latency percentiles saved for the report: a curve, and the tail that matters.
 PERCENTILES = (*range(0, 100, 5), 99, 99.9, 100)
+WINDOW_S = 2.0  # the latency run's percentiles are also given per window of this many seconds of sending
 RESULTS_PATH = Path("test-artifacts/bench/results.json")
 
 
@@ -721,7 +741,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     details = [
         {"name": r.name, "kind": "signals", "per_s": round(r.signals_per_s, 1), "count": r.signals,
-         "latency_ms": {str(q): round(r.latency_ms(q), 2) for q in PERCENTILES}}
+         "latency_ms": {str(q): round(r.latency_ms(q), 2) for q in PERCENTILES},
+         "latency_windows": [{"from_s": start, "p50_ms": round(p50, 2), "p99_ms": round(p99, 2)}
+                             for start, p50, p99 in r.latency_by_window(WINDOW_S)]}
         for r in results
     ] + [
         {"name": name, "kind": "prices", "per_s": round(run.ticks_per_s, 1), "count": run.ticks,
@@ -750,6 +772,7 @@ def main(argv: list[str] | None = None) -> int:
         "workers": args.workers,
         "latency_offered_per_s": args.latency_rate,
         "latency_signals": latency.signals,
+        "p99_ms_by_window": [round(p99, 1) for _, _, p99 in latency.latency_by_window(WINDOW_S)],
         "rejected": throughput.event_types["SignalRejected"],
         "worker_peak_rss_mb": round(max(r.worker_peak_rss_mb for r in results), 1),
     }
