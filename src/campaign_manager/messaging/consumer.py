@@ -6,15 +6,13 @@ handler raised, and `ack()` commits the position of every assigned partition. In
 - on assignment the consumer seeks to those stored offsets, so a Kafka commit that ran ahead can never skip a
   record, and one that lags only causes re-reads that the stored offsets filter out;
 - after the transaction commits, the same offsets are committed to Kafka explicitly, per partition, so that lag
-  metrics and autoscalers see progress. That commit runs in the background (`OffsetMirror`), at most once a
-  second: a slow or frozen broker must not hold up the next batch, whose records are already fetched, and a
-  commit per batch would cost the broker and the worker a round trip each for a figure nobody reads that often.
+  metrics and autoscalers see progress. That commit runs in the background (`OffsetMirror`): a slow or frozen
+  broker must not hold up the next batch, whose records are already fetched.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -36,7 +34,6 @@ from campaign_manager.settings import Settings
 log = structlog.get_logger(__name__)
 
 BATCH_FAILED_PAUSE_S = 1.0  # a batch that could not even be dead-lettered: the database itself is failing
-MIRROR_INTERVAL_S = 1.0  # Kafka's own default auto-commit interval is 5 s
 
 
 def consumed_record(raw: ConsumerRecord) -> ConsumedRecord:
@@ -165,16 +162,13 @@ def _rewind(consumer: Any, records: tuple[ConsumerRecord, ...]) -> None:
 
 
 class OffsetMirror:
-    """Commits stored offsets to Kafka one commit at a time, in the background, at most once per `interval_s`;
-    offsets of batches committed meanwhile are merged into the next one, so a stalled commit delays only lag
-    figures."""
+    """Commits stored offsets to Kafka one commit at a time, in the background; offsets of batches committed
+    meanwhile are merged into the next one, so a stalled commit delays only lag figures."""
 
-    def __init__(self, topic: str, interval_s: float = MIRROR_INTERVAL_S) -> None:
+    def __init__(self, topic: str) -> None:
         self.topic = topic
-        self.interval_s = interval_s
         self._pending: dict[int, int] = {}
         self._committing: asyncio.Task[None] | None = None
-        self._last_commit_at = -interval_s
 
     def commit(self, consumer: Any, next_offsets: dict[int, int]) -> None:
         self._pending.update(next_offsets)
@@ -183,10 +177,7 @@ class OffsetMirror:
 
     async def _commit_pending(self, consumer: Any) -> None:
         while self._pending:
-            if (wait := self._last_commit_at + self.interval_s - time.monotonic()) > 0:
-                await asyncio.sleep(wait)
             offsets, self._pending = self._pending, {}
-            self._last_commit_at = time.monotonic()
             await _mirror_offsets(consumer, self.topic, offsets)
 
 
