@@ -27,6 +27,9 @@ SCENARIO = "worker kill -9"
 # The kills land at random moments while signals arrive, 4 s apart on average: a killed worker takes a few
 # seconds to start again, and each kill should find workers applying signals.
 MEAN_KILL_INTERVAL_S = 4.0
+# Signals go on arriving this long after the last kill's moment: a kill may wait for a worker past its start-up
+# (up to ~7 s), and must still find signals to apply when it lands.
+AFTER_LAST_KILL_S = 8.0
 
 
 @dataclass(frozen=True)
@@ -61,13 +64,14 @@ async def test_kill_9_of_workers_at_random_moments_loses_and_repeats_no_signal(
     # Upstream publishes a steady stream; meanwhile a worker is killed at random moments and started again at once.
     signals = signal_mix(size.signals, portfolios=max(20, size.signals // 100))
     producer = await chaos_producer(deployment.bootstrap_servers)
-    seconds = size.kills * MEAN_KILL_INTERVAL_S + 2
+    kills_until = size.kills * MEAN_KILL_INTERVAL_S + 1
+    seconds = kills_until + AFTER_LAST_KILL_S
     publishing = PacedSignals(producer, topic, signals, seconds=seconds)
     applied_at_kills: list[int] = []
 
     async def kill_at_random_moments() -> None:
         started = time.monotonic()
-        for moment in sorted(rng.uniform(1.0, seconds - 1.0) for _ in range(size.kills)):
+        for moment in sorted(rng.uniform(1.0, kills_until) for _ in range(size.kills)):
             await asyncio.sleep(max(0.0, started + moment - time.monotonic()))
             # A worker past its start-up, so applying signals (if all are starting, the first that is up).
             up = await _up(group.alive())
