@@ -599,7 +599,7 @@ class KeptConnection:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[CampaignStore]:
         fresh = self._connection is None
-        if self._connection is None:
+        if fresh:
             self._connection = await self.engine.connect()
         connection = self._connection
         try:
