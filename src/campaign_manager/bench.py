@@ -2,7 +2,9 @@
 
 Each scenario gets its own embedded broker (Tansu keeps everything in memory and never frees it), its own database
 in one embedded PostgreSQL (fsync on) and its own `campaign-manager run` process, so scenarios stay independent.
-Latency of a signal = arrival of its first event here - its send here (one process: monotonic clock).
+Latency of a signal = arrival of its first event here - its send here (one process: monotonic clock). The latency
+run's signals then go once more, at its rate, through a fresh broker and straight back here (`broker_hop`): what
+the embedded broker alone costs one hop of the two in a signal's path.
 
 Then `market-prices`: campaigns open on 100 symbols, ticks offered at a fixed rate from batches built beforehand
 (Python could not encode and send 100,000 a second one by one). Absorbed = ticks whose offsets the worker stored
@@ -35,6 +37,7 @@ from pathlib import Path
 from uuid import uuid4
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -54,6 +57,9 @@ WORKER_LOG_LEVEL = "WARNING"  # per-signal INFO lines would dominate the worker'
 # default our own reader would add ~200 ms to every latency.
 BENCH_FETCH_MAX_WAIT_MS = 10
 CAUSATION_ID = re.compile(rb'"causation_id":"([0-9a-f-]{36})"')  # cheaper than parsing every ~2 kB event
+SIGNAL_ID = re.compile(rb'"id": ?"([0-9a-f-]{36})"')  # a trade signal's own id comes first (`examples.encode`)
+TOPIC_PARTITIONS = 12  # the worker's default TOPIC_PARTITIONS
+HOP_TOPIC = "bench-hop"
 
 # Entries of a range, on a 100,000 portfolio: Spring 2.0% + SOS 1.5% + LPS 1.5% = the 5% campaign budget.
 # pattern: (phase, level the entry is above, distance above it, stop distance; 1000 shares each)
@@ -149,41 +155,57 @@ def _percentile_ms(latencies_s: list[float], percent: float) -> float:
     return 1000 * ordered[round(percent / 100 * (len(ordered) - 1))]
 
 
-async def publish(producer: AIOKafkaProducer, signals: list, sent_at: dict[str, float], rate: int | None) -> None:
+async def publish(
+    producer: AIOKafkaProducer, topic: str, signals: list, sent_at: dict[str, float], rate: int | None
+) -> None:
     """Sends without awaiting each acknowledgement: `rate` signals a second, or as fast as possible if None."""
     started, acks = time.monotonic(), []
     for index, (signal_id, key, value) in enumerate(signals):
         if rate and (ahead := started + index / rate - time.monotonic()) > 0:
             await asyncio.sleep(ahead)
         sent_at[signal_id] = time.monotonic()
-        acks.append(await producer.send(SIGNALS_TOPIC, value, key=key))
+        acks.append(await producer.send(topic, value, key=key))
         if len(acks) == SEND_CHUNK:
             await asyncio.gather(*acks)
             acks = []
     await asyncio.gather(*acks)
 
 
-async def measure(name: str, bootstrap: str, signals: list, rate: int | None) -> Measurement:
+async def measure(
+    name: str,
+    bootstrap: str,
+    signals: list,
+    rate: int | None,
+    *,
+    send_to: str = SIGNALS_TOPIC,
+    read_from: str = EVENTS_TOPIC,
+    signal_id: re.Pattern[bytes] = CAUSATION_ID,
+) -> Measurement:
+    """Sends `signals` to `send_to`; times, per signal, the first record of `read_from` whose `signal_id` names it."""
     result = Measurement(name, len(signals))
     consumer = AIOKafkaConsumer(
-        EVENTS_TOPIC,
+        read_from,
         bootstrap_servers=bootstrap,
         group_id=f"bench-{uuid4()}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         fetch_max_wait_ms=BENCH_FETCH_MAX_WAIT_MS,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024)
+    # Paced, a signal goes out at once (aiokafka's default linger): the latency measured is the service's, not the
+    # time a signal waits here for company. Unpaced, 5 ms of linger fills batches.
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=0 if rate else 5, max_batch_size=256 * 1024
+    )
     await consumer.start()
     await producer.start()
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not consumer.assignment():  # joined before the first send, so no latency includes the group join
             if time.monotonic() > deadline:
-                raise RuntimeError(f"no partition of {EVENTS_TOPIC} assigned to the bench consumer")
+                raise RuntimeError(f"no partition of {read_from} assigned to the bench consumer")
             await consumer.getmany(timeout_ms=100)
-        collecting = asyncio.create_task(collect_events(consumer, result))
-        await publish(producer, signals, result.sent_at, rate)
+        collecting = asyncio.create_task(collect_events(consumer, result, signal_id))
+        await publish(producer, send_to, signals, result.sent_at, rate)
         await collecting
     finally:
         await producer.stop()
@@ -191,13 +213,13 @@ async def measure(name: str, bootstrap: str, signals: list, rate: int | None) ->
     return result
 
 
-async def collect_events(consumer: AIOKafkaConsumer, result: Measurement) -> None:
+async def collect_events(consumer: AIOKafkaConsumer, result: Measurement, signal_id_of: re.Pattern[bytes]) -> None:
     progress_at = time.monotonic()
     while len(result.first_event_at) < result.signals:
         batches = await consumer.getmany(timeout_ms=100, max_records=10_000)
         now = time.monotonic()
         for record in (r for records in batches.values() for r in records):
-            match = CAUSATION_ID.search(record.value or b"")
+            match = signal_id_of.search(record.value or b"")
             signal_id = match.group(1).decode() if match else None
             if signal_id not in result.sent_at:
                 continue
@@ -357,6 +379,29 @@ def run_scenario(
         broker.stop()
 
 
+def run_broker_hop(signals: list, rate: int) -> Measurement:
+    """The floor under the latency figure: the latency run's signals at its rate through a fresh embedded broker
+    and straight back to this bench, with no worker between. One hop; a signal's path to its event has two."""
+    print(f"[broker_hop] fresh broker, no worker; {len(signals):,} signals at {rate:,}/s ...", flush=True)
+    broker = start_embedded_kafka(free_port())
+    try:
+        return asyncio.run(_measure_hop(broker.bootstrap_servers, signals, rate))
+    finally:
+        broker.stop()
+
+
+async def _measure_hop(bootstrap: str, signals: list, rate: int) -> Measurement:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(HOP_TOPIC, num_partitions=TOPIC_PARTITIONS, replication_factor=1)])
+    finally:
+        await admin.close()
+    return await measure(
+        "broker_hop", bootstrap, signals, rate, send_to=HOP_TOPIC, read_from=HOP_TOPIC, signal_id=SIGNAL_ID
+    )
+
+
 def report(results: list[Measurement], workers: int) -> None:
     print(
         f"\n{'scenario':<12}{'signals':>9}{'sending s':>11}{'total s':>9}{'signals/s':>11}{'p50 ms':>9}{'p99 ms':>9}"
@@ -369,7 +414,7 @@ def report(results: list[Measurement], workers: int) -> None:
             f"{r.latency_ms(50):>9.1f}{r.latency_ms(99):>9.1f}{r.latency_ms(100):>9.1f}"
             f"{r.worker_peak_rss_mb:>8.0f}  {types}"
         )
-    for r in (r for r in results if r.name == "latency"):
+    for r in (r for r in results if r.name in ("latency", "broker_hop")):
         windows = ", ".join(f"{start:.0f}s {p50:.0f}/{p99:.0f}" for start, p50, p99 in r.latency_by_window(WINDOW_S))
         print(f"{r.name}: p50/p99 ms of the signals sent in each {WINDOW_S:.0f} s: {windows}")
     print(
@@ -383,7 +428,7 @@ def report(results: list[Measurement], workers: int) -> None:
 PRICES_TOPIC = "market-prices"
 PRICE_SYMBOLS = 100
 PRICE_SLICE_S = 0.02  # the ticks of one slice go out together: one pre-built batch per partition
-PRICE_PARTITIONS = 12  # the worker's default TOPIC_PARTITIONS
+PRICE_PARTITIONS = TOPIC_PARTITIONS
 PRICE_RISK = 1_500  # per Spring, on a 100,000 portfolio: 1.5%, within the 2% per trade
 
 
@@ -710,6 +755,8 @@ def main(argv: list[str] | None = None) -> int:
         results = [
             run_scenario(*scenario[:3], postgres.url, work_dir, args.workers, **scenario[3]) for scenario in scenarios
         ]
+        if not args.prices_only:  # what the broker alone adds to the latency run: its signals, its rate, one hop
+            results.append(run_broker_hop(scenarios[1][1], args.latency_rate))
         price_runs = {  # offered beyond what one worker absorbs, then within it
             name: run_price_scenario(name, rng, rate, args.price_seconds, args.price_campaigns, postgres.url, work_dir)
             for name, rate in (("prices", args.price_rate), ("prices_paced", args.paced_price_rate))
@@ -759,6 +806,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(prices_summary))
         return 0
     throughput, latency = results[0], results[1]
+    hop = next(r for r in results if r.name == "broker_hop")
     report(results, args.workers)
     for name, run in price_runs.items():
         report_prices(name, run)
@@ -774,6 +822,9 @@ def main(argv: list[str] | None = None) -> int:
         "latency_offered_per_s": args.latency_rate,
         "latency_signals": latency.signals,
         "p99_ms_by_window": [round(p99, 1) for _, _, p99 in latency.latency_by_window(WINDOW_S)],
+        "broker_hop_p50_ms": round(hop.latency_ms(50), 1),
+        "broker_hop_p99_ms": round(hop.latency_ms(99), 1),
+        "broker_hop_p99_ms_by_window": [round(p99, 1) for _, _, p99 in hop.latency_by_window(WINDOW_S)],
         "rejected": throughput.event_types["SignalRejected"],
         "worker_peak_rss_mb": round(max(r.worker_peak_rss_mb for r in results), 1),
     }
