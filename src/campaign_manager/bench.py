@@ -159,15 +159,43 @@ async def publish(
     producer: AIOKafkaProducer, topic: str, signals: list, sent_at: dict[str, float], rate: int | None
 ) -> None:
     """Sends without awaiting each acknowledgement: `rate` signals a second, or as fast as possible if None."""
+    if rate is None:
+        await publish_prebuilt(producer, topic, signals, sent_at)
+        return
     started, acks = time.monotonic(), []
     for index, (signal_id, key, value) in enumerate(signals):
-        if rate and (ahead := started + index / rate - time.monotonic()) > 0:
+        if (ahead := started + index / rate - time.monotonic()) > 0:
             await asyncio.sleep(ahead)
         sent_at[signal_id] = time.monotonic()
         acks.append(await producer.send(topic, value, key=key))
         if len(acks) == SEND_CHUNK:
             await asyncio.gather(*acks)
             acks = []
+    await asyncio.gather(*acks)
+
+
+async def publish_prebuilt(producer: AIOKafkaProducer, topic: str, signals: list, sent_at: dict[str, float]) -> None:
+    """As fast as possible: the signals go into produce batches per partition first, as the default partitioner
+    places them, and only then are handed over. Sent one by one, ~20 µs of this process's Python each would take
+    CPU from the worker and the database on the same 2 cores, and the figure would be partly the bench's."""
+    partitions = sorted(await producer.partitions_for(topic))
+    partitioner = DefaultPartitioner()
+    queued: list[tuple[int, object, list[str]]] = []  # (partition, batch, ids of its signals), in sending order
+    open_batches: dict[int, tuple[object, list[str]]] = {}
+    for signal_id, key, value in signals:
+        partition = partitioner(key, partitions, partitions)
+        batch, ids = open_batches.get(partition) or open_batches.setdefault(partition, (producer.create_batch(), []))
+        if batch.append(key=key, value=value, timestamp=None) is None:  # full: queue it, start the next one
+            queued.append((partition, batch, ids))
+            batch, ids = open_batches[partition] = (producer.create_batch(), [])
+            assert batch.append(key=key, value=value, timestamp=None) is not None, "a signal larger than a batch"
+        ids.append(signal_id)
+    queued.extend((partition, batch, ids) for partition, (batch, ids) in open_batches.items())
+    acks = []
+    for partition, batch, ids in queued:
+        handed_over = time.monotonic()
+        sent_at.update(dict.fromkeys(ids, handed_over))
+        acks.append(await producer.send_batch(batch, topic, partition=partition))
     await asyncio.gather(*acks)
 
 
