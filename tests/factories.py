@@ -14,7 +14,8 @@ from sqlalchemy import select
 
 from campaign_manager.contracts import PositionEventMessage
 from campaign_manager.examples import aapl_campaign_signals
-from campaign_manager.messaging.parsing import parse_record, parse_signal_record
+from campaign_manager.messaging.parsing import parse_record
+from campaign_manager.messaging.signal_parsing import parse_signal_record
 from campaign_manager.persistence.store import Database
 from campaign_manager.persistence.tables import campaign_positions
 from campaign_manager.service.batches import BatchResult, ParsedRecord

@@ -33,6 +33,7 @@ from campaign_manager.messaging.kafka_clients import client_options, kafka_secur
 from campaign_manager.messaging.parsing import parse_record
 from campaign_manager.messaging.price_parsing import parse_price_record
 from campaign_manager.messaging.relay import BatchPublisher, OutboxRelay
+from campaign_manager.messaging.signal_parsing import parse_signal_record
 from campaign_manager.messaging.topics import ensure_topics
 from campaign_manager.metrics import Metrics, partition_lags
 from campaign_manager.persistence.migrate import upgrade_to_head
@@ -129,6 +130,7 @@ def consumed_topics(settings: Settings) -> list[ConsumedTopic]:
             "signal",
             title="on_trade_signals",
             description="Trade signals keyed by trading range id; each opens or joins a campaign.",
+            parse=parse_signal_record,
         ),
         ConsumedTopic(
             settings.position_events_topic,

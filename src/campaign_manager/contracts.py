@@ -6,6 +6,7 @@ the two drift apart.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 from collections.abc import Iterable
@@ -57,6 +58,12 @@ def loads_exact(raw: bytes | str) -> Any:
 
     Bytes must be UTF-8 (json.loads would otherwise guess UTF-16/32 from the first bytes)."""
     return _EXACT_JSON.decode(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+
+
+def risk_is_consistent(entry_price: Decimal, stop_loss: Decimal, size: Decimal, risk_amount: Decimal) -> bool:
+    """risk_amount is (entry_price - stop_loss) x size, within RISK_TOLERANCE."""
+    expected_risk = (entry_price - stop_loss) * size
+    return abs(risk_amount - expected_risk) <= expected_risk * RISK_TOLERANCE
 
 
 class TradingRangeMessage(BaseModel):
@@ -114,8 +121,8 @@ class TradeSignalMessage(BaseModel):
             raise ValueError("stop_loss must be below entry_price")
         if not self.target_price > self.entry_price:
             raise ValueError("target_price must be above entry_price")
-        expected_risk = (self.entry_price - self.stop_loss) * self.position_size
-        if abs(self.risk_amount - expected_risk) > expected_risk * RISK_TOLERANCE:
+        if not risk_is_consistent(self.entry_price, self.stop_loss, self.position_size, self.risk_amount):
+            expected_risk = (self.entry_price - self.stop_loss) * self.position_size
             raise ValueError(
                 f"risk_amount {self.risk_amount} differs from (entry_price - stop_loss) x position_size "
                 f"= {expected_risk.normalize():f} by more than 1%"
@@ -145,6 +152,28 @@ class TradeSignalMessage(BaseModel):
             portfolio_value=self.portfolio_value if self.portfolio_value is not None else default_portfolio_value,
             trading_range=self.trading_range.to_trading_range(),
         )
+
+    def to_received(self) -> ReceivedSignal:
+        return ReceivedSignal(self.to_entry_signal(None), self.correlation_id)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReceivedSignal:
+    """A valid trade signal as the signal handler takes it: the entry it asks for, and the correlation id its
+    events carry. `entry.portfolio_value` is None where the signal left it to the service's PORTFOLIO_VALUE."""
+
+    entry: EntrySignal
+    correlation_id: str | None
+
+    @property
+    def id(self) -> UUID:
+        return self.entry.id
+
+    def entry_signal(self, default_portfolio_value: Decimal | None) -> EntrySignal:
+        """The entry, sized with `default_portfolio_value` where the signal named no portfolio value."""
+        if self.entry.portfolio_value is not None or default_portfolio_value is None:
+            return self.entry
+        return dataclasses.replace(self.entry, portfolio_value=default_portfolio_value)
 
 
 class PositionEventType(enum.StrEnum):

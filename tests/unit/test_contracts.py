@@ -20,7 +20,7 @@ from campaign_manager.contracts import (
 )
 from campaign_manager.domain.campaign import Campaign, human_campaign_id
 from campaign_manager.examples import encode, trade_signal, trading_range
-from campaign_manager.messaging.parsing import parse_signal_record
+from campaign_manager.messaging.signal_parsing import parse_signal_record
 from campaign_manager.service.batches import InvalidRecord, ValidRecord
 from campaign_manager.service.outgoing import EventSerializer
 from campaign_manager.service.records import ConsumedRecord
@@ -75,19 +75,22 @@ def test_valid_signal_round_trips_through_json() -> None:
     # The consumer parses the record...
     parsed = parse_signal_record(ConsumedRecord("trade-signals", 0, 0, key, value))
     assert isinstance(parsed, ValidRecord)
-    message = parsed.message
+    entry = parsed.message.entry
 
     # ...keeps every field as sent...
-    assert str(message.id) == signal["id"]
-    assert message.symbol == "AAPL"
-    assert message.pattern_type == "SPRING"
-    assert message.entry_price == Decimal("148.50")
-    assert message.risk_amount == Decimal("2000.00")
-    assert message.portfolio_value == Decimal("100000.00")
-    assert str(message.trading_range.id) == signal["trading_range"]["id"] == key.decode()
-    assert message.trading_range.start_time == datetime(2024, 10, 15, 13, 30, tzinfo=UTC)
+    assert str(entry.id) == signal["id"]
+    assert entry.symbol == "AAPL"
+    assert entry.pattern_type == "SPRING"
+    assert entry.entry_price == Decimal("148.50")
+    assert entry.risk_amount == Decimal("2000.00")
+    assert entry.portfolio_value == Decimal("100000.00")
+    assert str(entry.trading_range.id) == signal["trading_range"]["id"] == key.decode()
+    assert entry.trading_range.start_time == datetime(2024, 10, 15, 13, 30, tzinfo=UTC)
+    # ...as the contract reads it...
+    message = TradeSignalMessage.model_validate(loads_exact(value))
+    assert message.to_received() == parsed.message
 
-    # ...and what it writes back reads as the same message.
+    # ...and what the contract writes back reads as the same message.
     assert TradeSignalMessage.model_validate(loads_exact(message.model_dump_json())) == message
 
 
@@ -367,7 +370,7 @@ def test_risk_within_one_percent_of_the_prices_is_accepted(risk_amount: str) -> 
     parsed = parse_signal_record(record(changed(risk_amount=risk_amount)))
 
     assert isinstance(parsed, ValidRecord)
-    assert parsed.message.risk_amount == Decimal(risk_amount)
+    assert parsed.message.entry.risk_amount == Decimal(risk_amount)
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ValidationError
 
-from campaign_manager.contracts import TradeSignalMessage, loads_exact
+from campaign_manager.contracts import loads_exact
 from campaign_manager.service.batches import InvalidRecord, ParsedRecord, ValidRecord
 from campaign_manager.service.records import ConsumedRecord
 
@@ -43,7 +43,3 @@ def parse_record(record: ConsumedRecord, contract: type[BaseModel]) -> ParsedRec
         return ValidRecord(record, contract.model_validate(document))
     except ValidationError as exc:
         return InvalidRecord(record, describe_validation_error(exc), "ValidationError")
-
-
-def parse_signal_record(record: ConsumedRecord) -> ParsedRecord:
-    return parse_record(record, TradeSignalMessage)

@@ -11,24 +11,14 @@ contract's own. tests/unit/test_price_parsing.py holds the two paths together.
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime
-from decimal import Decimal
-
 import msgspec
 
 from campaign_manager.contracts import MarketPriceMessage
 from campaign_manager.messaging.parsing import parse_record
+from campaign_manager.messaging.plain_values import PRICE, SYMBOL, aware_time, positive_decimal
 from campaign_manager.service.batches import ParsedRecord, ValidRecord
 from campaign_manager.service.prices import PriceTick
 from campaign_manager.service.records import ConsumedRecord
-
-# The contract's Symbol: its pattern, 1 to 20 characters. `fullmatch`: `$` would also match before a newline.
-_SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,19}")
-_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?(?:Z|[+-][0-9]{2}:[0-9]{2})")
-# A plain price: a JSON string or number of at most 10 integer and 8 decimal digits (the contract's Price allows
-# 18 digits, 8 of them decimals), no sign, no exponent.
-_PRICE = re.compile(rb'"([0-9]{1,10}(?:\.[0-9]{1,8})?)"|([0-9]{1,10}(?:\.[0-9]{1,8})?)')
 
 
 class _Tick(msgspec.Struct, gc=False):
@@ -49,17 +39,11 @@ def _plain_tick(value: bytes) -> PriceTick | None:
         tick = _decode(value)
     except msgspec.DecodeError:
         return None
-    if (plain := _PRICE.fullmatch(tick.price)) is None:
-        return None  # negative, NaN, an exponent, too many digits, not a number: the contract decides
-    price = Decimal((plain[1] or plain[2]).decode())
-    if not price or not _SYMBOL.fullmatch(tick.symbol) or not _TIME.fullmatch(tick.time):
+    # Negative, NaN, an exponent, too many digits, not a number, another form of time: the contract decides.
+    price = positive_decimal(tick.price, PRICE)
+    time = aware_time(tick.time)
+    if price is None or time is None or not SYMBOL.fullmatch(tick.symbol):
         return None
-    try:
-        time = datetime.fromisoformat(tick.time)
-    except ValueError:  # out of range: month 13, hour 24, ...
-        return None
-    if time.utcoffset():
-        time = time.astimezone(UTC)
     return PriceTick(tick.symbol, price, time)
 
 

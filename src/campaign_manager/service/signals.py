@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from uuid import UUID
 
-from campaign_manager.contracts import DocumentCache, TradeSignalMessage
+from campaign_manager.contracts import DocumentCache, ReceivedSignal
 from campaign_manager.domain.campaign import (
     ZERO,
     Campaign,
@@ -61,24 +61,24 @@ async def apply_signal_batch(
 
     # 1-4 in one round trip. Keys are those of every valid record, including any already applied: locking a few
     # rows more on a redelivery is cheaper than a second round trip to learn which.
-    messages = [r.message for r in records if isinstance(r, ValidRecord)]
+    entries = [r.message.entry for r in records if isinstance(r, ValidRecord)]
     state = await store.signal_batch_state(
         policy.consumer_group,
         topic,
         SignalBatchKeys(
             partitions={r.record.partition for r in records},
-            signal_ids={m.id for m in messages},
-            portfolio_ids={m.portfolio_id for m in messages},
-            campaign_keys={(m.portfolio_id, m.trading_range.id) for m in messages},
-            human_id_bases={human_campaign_id(m.symbol, m.trading_range.start_time, ()) for m in messages},
-            range_ids={m.trading_range.id for m in messages},
+            signal_ids={e.id for e in entries},
+            portfolio_ids={e.portfolio_id for e in entries},
+            campaign_keys={(e.portfolio_id, e.trading_range.id) for e in entries},
+            human_id_bases={human_campaign_id(e.symbol, e.trading_range.start_time, ()) for e in entries},
+            range_ids={e.trading_range.id for e in entries},
         ),
     )
     # 1. What this batch may still apply; dead letters for what is not a valid signal.
     claimed = claim(records, state.stored_offsets, dlq_topic=policy.dlq_topic)
     result, outbox = claimed.result, claimed.dead_letters
     # 2. Idempotency by signal id, across batches and within this one.
-    valid: list[ValidRecord[TradeSignalMessage]] = claimed.valid()
+    valid: list[ValidRecord[ReceivedSignal]] = claimed.valid()
     duplicates = repeated([r.message.id for r in valid], state.processed_signal_ids)
     # 3. Open risk of every portfolio the batch adds to, its row locked: workers racing signals of one portfolio
     #    judge the 10% heat limit one after the other, while other portfolios never wait on them.
@@ -102,7 +102,7 @@ async def apply_signal_batch(
         if index in duplicates:
             result.outcomes.append(_outcome(r.message, "DUPLICATE", None, "signal id already processed"))
             continue
-        signal = r.message.to_entry_signal(policy.default_portfolio_value)
+        signal = r.message.entry_signal(policy.default_portfolio_value)
         entry_signals.append(signal)
         key = (signal.portfolio_id, signal.trading_range.id)
         campaign = campaigns.get(key)
@@ -176,7 +176,7 @@ async def apply_signal_batch(
 
 
 def _processed(
-    r: ValidRecord[TradeSignalMessage], outcome: str, campaign_id: UUID | None, reason: str | None
+    r: ValidRecord[ReceivedSignal], outcome: str, campaign_id: UUID | None, reason: str | None
 ) -> ProcessedSignal:
     return ProcessedSignal(
         signal_id=r.message.id,
@@ -190,7 +190,7 @@ def _processed(
 
 
 def _outcome(
-    message: TradeSignalMessage, outcome: str, campaign: Campaign | None, reason: str | None = None
+    message: ReceivedSignal, outcome: str, campaign: Campaign | None, reason: str | None = None
 ) -> RecordOutcome:
     return RecordOutcome(
         message_id=message.id,
@@ -198,6 +198,6 @@ def _outcome(
         campaign_id=campaign.id if campaign else None,
         human_campaign_id=campaign.campaign_id if campaign else None,
         correlation_id=message.correlation_id,
-        kind=str(message.pattern_type),
+        kind=str(message.entry.pattern_type),
         reason=reason,
     )
