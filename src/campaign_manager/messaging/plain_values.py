@@ -7,13 +7,30 @@ accepted, its exact value and every dead-letter reason stay the contract's.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import TypeVar
+
+import msgspec
+
+Decoded = TypeVar("Decoded")
 
 # The contracts' Symbol: its pattern, 1 to 20 characters. `fullmatch`: `$` would also match before a newline.
 SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,19}")
 # RFC 3339 with `T`, an offset or Z, at most microseconds: read alike by `datetime.fromisoformat` and pydantic.
 _TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?(?:Z|[+-][0-9]{2}:[0-9]{2})")
+
+
+def decoded(decode: Callable[[bytes], Decoded], value: bytes) -> Decoded | None:
+    """`decode(value)` (a msgspec decoder), or None where it cannot read `value` or `value` is not ASCII: msgspec lets
+    invalid UTF-8 through in fields it skips, which the contracts refuse."""
+    if not value.isascii():
+        return None
+    try:
+        return decode(value)
+    except msgspec.DecodeError:
+        return None
 
 
 def decimal_form(integer_digits: int, decimal_places: int) -> re.Pattern[bytes]:

@@ -15,7 +15,7 @@ import msgspec
 
 from campaign_manager.contracts import MarketPriceMessage
 from campaign_manager.messaging.parsing import parse_record
-from campaign_manager.messaging.plain_values import PRICE, SYMBOL, aware_time, positive_decimal
+from campaign_manager.messaging.plain_values import PRICE, SYMBOL, aware_time, decoded, positive_decimal
 from campaign_manager.service.batches import ParsedRecord, ValidRecord
 from campaign_manager.service.prices import PriceTick
 from campaign_manager.service.records import ConsumedRecord
@@ -32,12 +32,7 @@ _decode = msgspec.json.Decoder(_Tick).decode
 
 def _plain_tick(value: bytes) -> PriceTick | None:
     """The tick, when `value` is plainly a valid one; None when only the contract's full check can tell."""
-    # Non-ASCII: msgspec lets invalid UTF-8 through in fields it skips; the contract refuses it.
-    if not value.isascii():
-        return None
-    try:
-        tick = _decode(value)
-    except msgspec.DecodeError:
+    if (tick := decoded(_decode, value)) is None:
         return None
     # Negative, NaN, an exponent, too many digits, not a number, another form of time: the contract decides.
     price = positive_decimal(tick.price, PRICE)

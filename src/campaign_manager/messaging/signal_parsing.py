@@ -27,6 +27,7 @@ from campaign_manager.messaging.plain_values import (
     SYMBOL,
     aware_time,
     decimal_form,
+    decoded,
     plain_decimal,
     positive_decimal,
 )
@@ -86,12 +87,7 @@ def _plain_range(r: _Range) -> TradingRange | None:
 
 def _plain_signal(value: bytes) -> ReceivedSignal | None:
     """The signal, when `value` is plainly a valid one; None when only the contract's full check can tell."""
-    # Non-ASCII: msgspec lets invalid UTF-8 through in fields it skips; the contract refuses it.
-    if not value.isascii():
-        return None
-    try:
-        s = _decode(value)
-    except msgspec.DecodeError:
+    if (s := decoded(_decode, value)) is None:
         return None
     entry, stop, target, size = (
         positive_decimal(raw, PRICE) for raw in (s.entry_price, s.stop_loss, s.target_price, s.position_size)
