@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from uuid import uuid4
 
 import pytest
@@ -28,7 +29,8 @@ async def test_the_relay_publishes_pending_messages_and_resets_its_session(
         await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
     finally:
         await admin.close()
-    values = [f"message-{n}".encode() for n in range(3)]
+    # Shaped as campaign events (JSON, caused by nothing): other tests read every event of the shared outbox.
+    values = [json.dumps({"causation_id": None, "message": n}).encode() for n in range(3)]
     async with database.engine.begin() as connection:
         await connection.execute(text("DELETE FROM outbox_pending"))
         for value in values:
