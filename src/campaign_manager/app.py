@@ -93,6 +93,9 @@ def build_broker(settings: Settings, bootstrap_servers: str, middlewares: Sequen
         client_id=settings.kafka_client_id,
         security=kafka_security(settings),
         graceful_timeout=15.0,
+        # Handlers take the decoded batch as their one argument. With FastDepends, every batch also paid for
+        # resolving an injected `Context` in a thread-pool hop and a task group: ~1.7% of the worker at 1,000/s.
+        apply_types=False,
         # Not "faststream": FastStream gives that logger its own handler and stops it propagating. A logger of
         # ours reaches the root handler, so FastStream's lines come out as JSON at our level.
         logger=logging.getLogger("campaign_manager.faststream"),

@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
-from faststream import AckPolicy, Context
+from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
 from faststream.kafka.subscriber.usecase import LogicSubscriber
@@ -133,8 +133,7 @@ def register_batch_subscriber(
     mirror = OffsetMirror(topic)
 
     @subscriber
-    async def on_batch(body: Any, message: KafkaMessage = Context("message")) -> None:
-        raw_records: tuple[ConsumerRecord, ...] = message.raw_message
+    async def on_batch(raw_records: tuple[ConsumerRecord, ...]) -> None:  # the batch as `_raw_body` decodes it
         parsed = [parse(consumed_record(raw)) for raw in raw_records]
         try:
             result = await processor.process(topic, parsed)
