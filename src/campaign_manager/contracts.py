@@ -136,7 +136,10 @@ class TradeSignalMessage(BaseModel):
         return self
 
     def to_entry_signal(self, default_portfolio_value: Decimal | None) -> EntrySignal:
-        return EntrySignal(
+        return self.to_received().entry_signal(default_portfolio_value)
+
+    def to_received(self) -> ReceivedSignal:
+        entry = EntrySignal(
             id=self.id,
             portfolio_id=self.portfolio_id,
             symbol=self.symbol,
@@ -149,12 +152,10 @@ class TradeSignalMessage(BaseModel):
             target_price=self.target_price,
             shares=self.position_size,
             risk_amount=self.risk_amount,
-            portfolio_value=self.portfolio_value if self.portfolio_value is not None else default_portfolio_value,
+            portfolio_value=self.portfolio_value,
             trading_range=self.trading_range.to_trading_range(),
         )
-
-    def to_received(self) -> ReceivedSignal:
-        return ReceivedSignal(self.to_entry_signal(None), self.correlation_id)
+        return ReceivedSignal(entry, self.correlation_id)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
