@@ -196,10 +196,10 @@ _OUTBOX_TYPES = {
 }  # fmt: skip
 # The write statement's parameters, in order: JSON arrays of documents, then plain arrays and scalars.
 _WRITE_PARAMETERS = [
-    "ranges", "range_events", "new_campaigns", "changed_campaigns", "changed_ids", "expected_versions",
-    "marked_to_market_at", "processed_signals", "processed_messages", "new_positions", "changed_positions",
-    "position_history", *(f"outbox_{name}" for name in _OUTBOX_TYPES), "partitions", "next_offsets",
-    "consumer_group", "topic",
+    "ranges", "range_events", "new_campaigns", "changed_campaigns", "processed_signals", "processed_messages",
+    "new_positions", "changed_positions", "position_history", "new_campaign_ranges", "changed_ids",
+    "expected_versions", "marked_to_market_at", *(f"outbox_{name}" for name in _OUTBOX_TYPES), "partitions",
+    "next_offsets", "consumer_group", "topic",
 ]  # fmt: skip
 # `{symbol}-{date}-2` -> `{symbol}-{date}`
 _HUMAN_ID_SUFFIX = r"(\d{4}-\d{2}-\d{2})-\d+$"
@@ -245,8 +245,9 @@ def _batch_write_sql() -> str:
             -- A new campaign's range, key-share locked: a range invalidation holds its range FOR UPDATE from before
             -- it looks for open campaigns until it commits, so this waits for it and then sees the new status.
             -- One index probe per range (LATERAL with a lock is never turned into a join that could scan them all).
+            -- The range ids come as their own array: reading them from the campaigns' JSON parsed it twice.
             SELECT t.id, t.status
-            FROM (SELECT DISTINCT r.trading_range_id FROM {rows("campaigns", "new_campaigns")}) AS n
+            FROM unnest({p("new_campaign_ranges")}::uuid[]) AS n(trading_range_id)
             CROSS JOIN LATERAL (SELECT t.id, t.status FROM trading_ranges t WHERE t.id = n.trading_range_id
                 FOR KEY SHARE) AS t
         ), new_campaigns AS (
@@ -538,6 +539,7 @@ class CampaignStore:
         documents = batch.documents
         # One row per range, in id order so that concurrent writers lock them in the same order.
         ranges = sorted({r.id: r for r in batch.trading_ranges}.values(), key=lambda r: r.id)
+        new_campaigns = list(batch.new_campaigns)
         changed = sorted(batch.changed_campaigns, key=lambda c: c.id)
         positions_by_campaign = {p.position_id: c.id for c in changed for p in c.positions}
         new_positions = [
@@ -552,7 +554,8 @@ class CampaignStore:
         arguments = {
             "ranges": to_json(ranges).decode(),
             "range_events": to_json(sorted(batch.range_events, key=lambda r: r.id)).decode(),
-            "new_campaigns": _json_array(documents.campaign(c) for c in batch.new_campaigns),
+            "new_campaigns": _json_array(documents.campaign(c) for c in new_campaigns),
+            "new_campaign_ranges": sorted({c.trading_range_id for c in new_campaigns}),
             "changed_campaigns": _json_array(documents.campaign(c) for c in changed),
             "changed_ids": [c.id for c in changed],
             "expected_versions": [batch.loaded_versions[c.id] for c in changed],
